@@ -1,0 +1,26 @@
+"""owp: open-world object proposals.
+
+Find every object in an image, including kinds never labelled in training, with boxes ranked by
+a learned objectness score. This release holds the data layer (COCO-format datasets, open-world
+class splits, the embedded synthetic open-world set) and the open-world proposal evaluator.
+"""
+
+from owp.data.coco import CocoDetection, read_coco_json
+from owp.data.splits import ClassSplit, SplitSpec, load_split
+from owp.errors import OwpInputError
+from owp.evaluation.detection import evaluate_detections
+from owp.evaluation.proposals import evaluate_proposals
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassSplit",
+    "CocoDetection",
+    "OwpInputError",
+    "SplitSpec",
+    "__version__",
+    "evaluate_detections",
+    "evaluate_proposals",
+    "load_split",
+    "read_coco_json",
+]

@@ -1,0 +1,355 @@
+"""The ``owp`` command line. It only parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from owp import __version__
+
+log = logging.getLogger("owp")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``owp`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    from owp.errors import OwpInputError
+
+    try:
+        args.run(args)
+    except OwpInputError as err:
+        print(f"owp: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("owp: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="owp",
+        description="Open-world object proposals: find every object, including kinds never "
+        "labelled, ranked by learned objectness.",
+    )
+    parser.add_argument("--version", action="version", version=f"owp {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="generate the synthetic open-world set and evaluate proposals on its novel classes",
+        description="Generate (once, cached) the embedded synthetic open-world dataset, propose "
+        "boxes on its val images, and report novel-class AR@k under both protocols.",
+    )
+    demo.add_argument(
+        "--data", type=Path, help="dataset folder (default: the cached synthetic set)"
+    )
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    demo.set_defaults(run=_run_demo)
+
+    _add_data_commands(commands)
+
+    baseline = commands.add_parser(
+        "propose-baseline",
+        help="write non-learned proposals (sliding windows or random boxes) for a dataset",
+        description="Non-learned reference proposals in COCO results format: what 'no learning' "
+        "scores.",
+    )
+    baseline.add_argument(
+        "--data", required=True, type=Path, help="instances JSON or dataset folder"
+    )
+    baseline.add_argument(
+        "--part", default="val", help="which part of a dataset folder (default val)"
+    )
+    baseline.add_argument(
+        "--method", choices=("sliding-window", "random"), default="sliding-window"
+    )
+    baseline.add_argument(
+        "--num", type=int, default=1000, help="proposals per image (default 1000)"
+    )
+    baseline.add_argument("--seed", type=int, default=0)
+    baseline.add_argument("--out", required=True, type=Path, help="proposals JSON to write")
+    baseline.set_defaults(run=_run_propose_baseline)
+
+    proposals = commands.add_parser(
+        "eval-proposals",
+        help="class-agnostic AR@k of proposals on the novel classes of a split",
+        description="Novel-class average recall of class-agnostic proposals (COCO results JSON; "
+        "category_id ignored). Prints a table; --out writes the metrics JSON.",
+    )
+    proposals.add_argument("--gt", required=True, type=Path, help="ground-truth instances JSON")
+    proposals.add_argument("--proposals", required=True, type=Path, help="COCO results JSON")
+    proposals.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
+    proposals.add_argument(
+        "--protocol",
+        choices=("strict", "oln"),
+        default="strict",
+        help="strict: every proposal counts (the paper); oln: proposals on base objects do not "
+        "consume the budget",
+    )
+    proposals.add_argument(
+        "--max-dets",
+        default="10,20,50,100,300,1000",
+        help="budgets k (default 10,20,50,100,300,1000)",
+    )
+    proposals.add_argument(
+        "--engine", choices=("faster-coco-eval", "pycocotools"), default="faster-coco-eval"
+    )
+    proposals.add_argument("--out", type=Path, help="metrics JSON to write")
+    proposals.set_defaults(run=_run_eval_proposals)
+
+    detections = commands.add_parser(
+        "eval-detections",
+        help="COCO AP of class-labelled detections on the base classes of a split",
+        description="Standard COCOeval (AP, AP50, AP75, AP small/medium/large) on the split's base "
+        "classes; category_id must be a dataset category id.",
+    )
+    detections.add_argument("--gt", required=True, type=Path, help="ground-truth instances JSON")
+    detections.add_argument("--detections", required=True, type=Path, help="COCO results JSON")
+    detections.add_argument(
+        "--split", required=True, help="coco-voc, lvis-v1, all, or a split file"
+    )
+    detections.add_argument(
+        "--engine", choices=("faster-coco-eval", "pycocotools"), default="faster-coco-eval"
+    )
+    detections.add_argument("--out", type=Path, help="metrics JSON to write")
+    detections.set_defaults(run=_run_eval_detections)
+    return parser
+
+
+def _add_data_commands(commands) -> None:
+    data = commands.add_parser(
+        "data", help="make, split and inspect datasets", description="Dataset tools."
+    )
+    sub = data.add_subparsers(title="data commands", metavar="DATA_COMMAND")
+    data.set_defaults(run=lambda args: data.print_help())
+
+    synth = sub.add_parser(
+        "synth",
+        help="write the embedded synthetic open-world dataset (COCO format)",
+        description="Write the synthetic open-world set: textured scenes with base and novel "
+        "shape families, train.json/val.json, split.yaml. Deterministic for a seed.",
+    )
+    synth.add_argument("--out", required=True, type=Path, help="output folder")
+    synth.add_argument("--train", type=int, default=800, help="training images (default 800)")
+    synth.add_argument("--val", type=int, default=200, help="validation images (default 200)")
+    synth.add_argument("--size", type=int, default=320, help="image side in pixels (default 320)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--unannotated-base-fraction",
+        type=float,
+        default=0.15,
+        help="fraction of base objects left unlabelled in train (default 0.15)",
+    )
+    synth.add_argument("--format", choices=("jpg", "png"), default="jpg")
+    synth.add_argument("--force", action="store_true", help="overwrite an existing dataset")
+    synth.set_defaults(run=_run_data_synth)
+
+    split = sub.add_parser(
+        "split",
+        help="write the base-only and novel-only ground-truth JSONs of a split",
+        description="Write <stem>_base.json and <stem>_novel.json (all images kept) into --out.",
+    )
+    split.add_argument("--gt", required=True, type=Path, help="instances JSON")
+    split.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
+    split.add_argument("--out", required=True, type=Path, help="output folder")
+    split.add_argument("--force", action="store_true", help="overwrite existing files")
+    split.set_defaults(run=_run_data_split)
+
+    stats = sub.add_parser(
+        "stats",
+        help="count images, boxes, classes, sizes, and report problems",
+        description="Statistics of a COCO-format dataset (instances JSON or dataset folder).",
+    )
+    stats.add_argument("dataset", type=Path, help="instances JSON or dataset folder")
+    stats.add_argument("--part", default="val", help="which part of a dataset folder (default val)")
+    stats.add_argument("--split", help="count boxes per base/novel side of this split")
+    stats.add_argument(
+        "--images", type=Path, help="images folder (default: found next to the JSON)"
+    )
+    stats.add_argument("--no-image-check", action="store_true", help="do not decode every image")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
+    stats.set_defaults(run=_run_data_stats)
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from owp.demo import run_demo
+
+    run_demo(data=args.data, out=args.out)
+
+
+def _run_data_synth(args: argparse.Namespace) -> None:
+    from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
+
+    config = SynthConfig(
+        num_train=args.train,
+        num_val=args.val,
+        image_size=args.size,
+        seed=args.seed,
+        unannotated_base_fraction=args.unannotated_base_fraction,
+        image_format=args.format,
+    )
+    out = generate_synthetic_dataset(args.out, config, force=args.force, progress=True)
+    print(f"wrote {args.train} train + {args.val} val images to {out}")
+    print(
+        f"  train: {out / 'train.json'}\n  val:   {out / 'val.json'}\n  split: {out / 'split.yaml'}"
+    )
+
+
+def _run_data_split(args: argparse.Namespace) -> None:
+    from owp.data.coco import read_coco_json, subset_categories
+    from owp.data.splits import resolve_split
+    from owp.errors import OwpInputError
+    from owp.files import write_json
+
+    coco = read_coco_json(args.gt)
+    split = resolve_split(args.split, coco["categories"], args.gt)
+    targets = {
+        args.out / f"{args.gt.stem}_base.json": split.base_ids,
+        args.out / f"{args.gt.stem}_novel.json": split.novel_ids,
+    }
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not args.force:
+        raise OwpInputError(f"{', '.join(existing)} already exists; pass --force to overwrite")
+    for path, ids in targets.items():
+        subset = subset_categories(coco, ids)
+        write_json(path, subset, indent=None)
+        kept = sum(1 for a in subset["annotations"] if not a["iscrowd"])
+        print(f"wrote {path}: {len(ids)} classes, {kept} boxes, {len(subset['images'])} images")
+
+
+def _run_data_stats(args: argparse.Namespace) -> None:
+    from owp.data.coco import find_annotation_file, find_image_folder, read_coco_json
+    from owp.data.splits import resolve_split
+    from owp.data.stats import dataset_stats
+
+    ann_file = find_annotation_file(args.dataset, args.part)
+    split = None
+    images = None
+    if args.split or not args.no_image_check:
+        coco = read_coco_json(ann_file)
+        split = resolve_split(args.split, coco["categories"], ann_file) if args.split else None
+        if not args.no_image_check:
+            images = args.images or find_image_folder(ann_file, coco)
+    stats = dataset_stats(ann_file, split, images, progress=not args.json)
+    if args.json:
+        print(json.dumps({"annotations": str(ann_file), **stats.to_dict()}, indent=1))
+        return
+    print(f"annotations: {ann_file}")
+    if images is not None:
+        print(f"images:      {images}")
+    print(
+        f"images {stats.num_images}  boxes {stats.num_boxes} (+{stats.num_crowd} crowd)  "
+        f"classes {stats.num_classes}  images without boxes {stats.images_without_boxes}"
+    )
+    if split is not None:
+        print(
+            f"split {split.name}: {len(split.base_ids)} base, {len(split.novel_ids)} novel classes"
+        )
+    for side, buckets in stats.sizes_per_side.items():
+        sizes = "  ".join(f"{name} {count}" for name, count in buckets.items())
+        print(f"  {side:>6}: {stats.boxes_per_side[side]:>7} boxes   {sizes}")
+    if stats.problems:
+        print(f"problems ({len(stats.problems)}):")
+        for problem in stats.problems[:50]:
+            print(f"  - {problem}")
+        if len(stats.problems) > 50:
+            print(f"  ... and {len(stats.problems) - 50} more")
+    else:
+        print("problems: none found")
+
+
+def _run_propose_baseline(args: argparse.Namespace) -> None:
+    from owp.data.coco import find_annotation_file, read_coco_json
+    from owp.engine.inference import baseline_proposer, propose_for_images
+    from owp.errors import OwpInputError
+    from owp.files import write_json
+
+    if args.num <= 0:
+        raise OwpInputError(f"--num must be a positive integer, got {args.num}")
+    ann_file = find_annotation_file(args.data, args.part)
+    coco = read_coco_json(ann_file)
+    results = propose_for_images(
+        coco["images"], baseline_proposer(args.method, args.num, args.seed), progress=True
+    )
+    write_json(args.out, results, indent=None)
+    print(
+        f"wrote {len(results)} {args.method} proposals "
+        f"for {len(coco['images'])} images to {args.out}"
+    )
+
+
+def _run_eval_proposals(args: argparse.Namespace) -> None:
+    from owp.evaluation.proposals import check_max_dets, evaluate_proposals
+    from owp.evaluation.report import metrics_table, recall_columns
+
+    max_dets = check_max_dets(args.max_dets)
+    metrics = evaluate_proposals(
+        args.gt,
+        args.proposals,
+        args.split,
+        protocol=args.protocol,
+        max_dets=max_dets,
+        engine=args.engine,
+    )
+    title = (
+        f"novel-class recall (%), split {metrics['split']}, protocol {metrics['protocol']}, "
+        f"{metrics['num_images']} images, {metrics['num_gt']} novel objects"
+    )
+    print(metrics_table([metrics], recall_columns(metrics), title=title))
+    _write_metrics(args.out, metrics)
+
+
+def _run_eval_detections(args: argparse.Namespace) -> None:
+    from owp.evaluation.detection import evaluate_detections
+    from owp.evaluation.report import metrics_table
+
+    metrics = evaluate_detections(args.gt, args.detections, args.split, engine=args.engine)
+    title = (
+        f"base-class AP (%), split {metrics['split']}, {metrics['num_images']} images, "
+        f"{metrics['num_gt']} base objects"
+    )
+    columns = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"]
+    print(metrics_table([metrics], columns, title=title))
+    _write_metrics(args.out, metrics)
+
+
+def _write_metrics(out: Path | None, metrics: dict) -> None:
+    if out is None:
+        return
+    from owp.files import write_json
+
+    write_json(out, metrics)
+    print(f"wrote {out}")
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowercaseLevelFormatter("owp: %(levelname)s: %(message)s"))
+    root = logging.getLogger("owp")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+class _LowercaseLevelFormatter(logging.Formatter):
+    """``owp: warning: ...`` rather than ``owp: WARNING: ...``, like the error lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

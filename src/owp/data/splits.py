@@ -1,0 +1,216 @@
+"""Open-world class splits: which categories are trained (base) and which are evaluated (novel).
+
+A :class:`SplitSpec` is what the user names — a built-in (``coco-voc``, ``lvis-v1``, ``all``) or
+a YAML/JSON file listing base and novel classes by id or by name. It is resolved against a
+dataset's ``categories`` into a :class:`ClassSplit` holding concrete category ids, which is what
+the data loader and the evaluators use.
+
+Custom split file format (YAML or JSON)::
+
+    name: my-split          # optional, defaults to the file stem
+    base: [person, 3, dog]  # ids or names; omit the key (or write "rest") for "every other class"
+    novel: rest             # ids or names; omit the key (or write "rest") for "every other class"
+
+Categories named on neither side (possible only when both lists are explicit) are neither
+trained nor evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from owp.errors import OwpInputError
+
+COCO_VOC_BASE_IDS: tuple[int, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 9, 16, 17, 18, 19, 20, 21, 44, 62, 63, 64, 67, 72,
+)  # fmt: skip
+"""The 20 PASCAL VOC classes as COCO category ids (base of the ``coco-voc`` split)."""
+
+BUILTIN_SPLITS: tuple[str, ...] = ("coco-voc", "lvis-v1", "all")
+
+ClassRef = int | str
+"""A category named by its dataset id or by its name."""
+
+
+def lvis_v1_novel_ids() -> tuple[int, ...]:
+    """The 100 frequent LVIS v1 category ids that form the novel side of ``lvis-v1``."""
+    text = resources.files("owp.data").joinpath("lvis_v1_novel.json").read_text()
+    return tuple(json.loads(text)["novel_ids"])
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """A split resolved against one dataset's categories.
+
+    Attributes:
+        name: the split's name (``coco-voc``, a file stem, ...).
+        base_ids: trained category ids, sorted. Training label ``i`` is ``base_ids[i]``.
+        novel_ids: evaluated (held-out) category ids, sorted.
+        names: category id -> name for every category of the dataset.
+    """
+
+    name: str
+    base_ids: tuple[int, ...]
+    novel_ids: tuple[int, ...]
+    names: Mapping[int, str]
+
+    def label_of(self, category_id: int) -> int:
+        """Contiguous training label (0-based index into ``base_ids``) of a base category id."""
+        return self._label_index[category_id]
+
+    def category_of(self, label: int) -> int:
+        """Dataset category id of a contiguous training label."""
+        return self.base_ids[label]
+
+    @property
+    def num_base(self) -> int:
+        return len(self.base_ids)
+
+    @property
+    def base_names(self) -> tuple[str, ...]:
+        return tuple(self.names[i] for i in self.base_ids)
+
+    @property
+    def novel_names(self) -> tuple[str, ...]:
+        return tuple(self.names[i] for i in self.novel_ids)
+
+    @cached_property
+    def _label_index(self) -> dict[int, int]:
+        return {cat: i for i, cat in enumerate(self.base_ids)}
+
+    @cached_property
+    def _novel_set(self) -> frozenset[int]:
+        return frozenset(self.novel_ids)
+
+    def is_base(self, category_id: int) -> bool:
+        return category_id in self._label_index
+
+    def is_novel(self, category_id: int) -> bool:
+        return category_id in self._novel_set
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """A split as the user names it; ``None`` on a side means "every other category"."""
+
+    name: str
+    base: tuple[ClassRef, ...] | None
+    novel: tuple[ClassRef, ...] | None
+    source: str = "built-in"
+
+    def resolve(self, categories: Sequence[Mapping], dataset: str | Path = "dataset") -> ClassSplit:
+        """Bind the split to a dataset's COCO ``categories`` list.
+
+        Raises :class:`OwpInputError` naming ``dataset`` when the split refers to categories the
+        dataset does not have, or when a class would be both base and novel.
+        """
+        names = {int(c["id"]): str(c["name"]) for c in categories}
+        if not names:
+            raise OwpInputError("has no categories to split", path=dataset)
+        base = None if self.base is None else self._lookup(self.base, names, dataset)
+        novel = None if self.novel is None else self._lookup(self.novel, names, dataset)
+        if base is None and novel is None:
+            raise OwpInputError(f"split {self.name!r} names neither base nor novel classes")
+        if base is None:
+            base = set(names) - novel
+        if novel is None:
+            novel = set(names) - base
+        both = base & novel
+        if both:
+            listed = ", ".join(f"{names[i]} ({i})" for i in sorted(both))
+            raise OwpInputError(f"split {self.name!r} puts classes on both sides: {listed}")
+        return ClassSplit(self.name, tuple(sorted(base)), tuple(sorted(novel)), names)
+
+    def _lookup(self, refs: Iterable[ClassRef], names: Mapping[int, str], dataset) -> set[int]:
+        by_name = {name: cid for cid, name in names.items()}
+        ids, missing = set(), []
+        for ref in refs:
+            if isinstance(ref, int) and ref in names:
+                ids.add(ref)
+            elif isinstance(ref, str) and ref in by_name:
+                ids.add(by_name[ref])
+            else:
+                missing.append(str(ref))
+        if missing:
+            shown = ", ".join(missing[:10]) + (
+                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            )
+            raise OwpInputError(
+                f"split {self.name!r} ({self.source}) names categories absent from the "
+                f"dataset: {shown}",
+                path=dataset,
+            )
+        return ids
+
+
+def builtin_split(name: str) -> SplitSpec:
+    """The built-in split ``name`` (one of :data:`BUILTIN_SPLITS`)."""
+    if name == "coco-voc":
+        return SplitSpec("coco-voc", base=COCO_VOC_BASE_IDS, novel=None)
+    if name == "lvis-v1":
+        return SplitSpec("lvis-v1", base=None, novel=lvis_v1_novel_ids())
+    if name == "all":
+        return SplitSpec("all", base=None, novel=())
+    raise OwpInputError(
+        f"unknown split {name!r}; use one of {', '.join(BUILTIN_SPLITS)} or a YAML/JSON split file"
+    )
+
+
+def read_split_file(path: str | Path) -> SplitSpec:
+    """Read a custom split file (YAML or JSON, format in the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OwpInputError("split file not found", path=path)
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise OwpInputError(
+            f"not a valid YAML/JSON split file ({_first_line(err)})", path=path
+        ) from None
+    if not isinstance(data, dict) or not ({"base", "novel"} & set(data)):
+        raise OwpInputError(
+            "a split file must be a mapping with 'base' and/or 'novel' lists", path=path
+        )
+    sides = {side: _read_side(data.get(side, "rest"), side, path) for side in ("base", "novel")}
+    return SplitSpec(
+        str(data.get("name", path.stem)), sides["base"], sides["novel"], source=str(path)
+    )
+
+
+def load_split(split: str | Path | SplitSpec) -> SplitSpec:
+    """A built-in name, a split file path, or an existing :class:`SplitSpec`."""
+    if isinstance(split, SplitSpec):
+        return split
+    if isinstance(split, Path) or str(split).endswith((".yaml", ".yml", ".json")):
+        return read_split_file(split)
+    return builtin_split(str(split))
+
+
+def resolve_split(
+    split: str | Path | SplitSpec | ClassSplit, categories: Sequence[Mapping], dataset: str | Path
+) -> ClassSplit:
+    """Resolve ``split`` (name, file, spec or an already resolved split) for a dataset."""
+    if isinstance(split, ClassSplit):
+        return split
+    return load_split(split).resolve(categories, dataset)
+
+
+def _read_side(value, side: str, path: Path) -> tuple[ClassRef, ...] | None:
+    if value is None or value == "rest":
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int | str) for v in value):
+        raise OwpInputError(
+            f"'{side}' must be a list of category ids or names, or 'rest'", path=path
+        )
+    return tuple(value)
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,0 +1,1 @@
+"""Wiring of models, data and evaluation: running proposal generators over datasets."""

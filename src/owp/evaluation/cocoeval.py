@@ -1,0 +1,76 @@
+"""One doorway to the COCO box evaluator: faster-coco-eval by default, pycocotools on request.
+
+Both engines get identical inputs (ground truth and detections as in-memory dicts) and return
+COCOeval's accumulated ``eval`` dict (``precision[T, R, K, A, M]``, ``recall[T, K, A, M]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from owp.errors import OwpInputError
+
+ENGINES: tuple[str, ...] = ("faster-coco-eval", "pycocotools")
+AREA_RANGES: dict[str, tuple[float, float]] = {
+    "all": (0.0, 1e5**2),
+    "small": (0.0, 32.0**2),
+    "medium": (32.0**2, 96.0**2),
+    "large": (96.0**2, 1e5**2),
+}
+"""COCOeval's default area ranges (pixels², inclusive bounds), in its order."""
+AREA_NAMES: tuple[str, ...] = tuple(AREA_RANGES)
+
+
+def run_cocoeval(
+    gt: Mapping[str, Any],
+    detections: Sequence[Mapping[str, Any]],
+    max_dets: Sequence[int],
+    *,
+    use_cats: bool,
+    engine: str = "faster-coco-eval",
+) -> dict[str, Any]:
+    """Evaluate ``bbox`` detections against ``gt`` and return COCOeval's ``eval`` dict.
+
+    Args:
+        gt: COCO dict with ``images``, ``annotations`` (with ``id``, ``area``, ``iscrowd``) and
+            ``categories``; it is not modified.
+        detections: results ``{"image_id", "category_id", "bbox", "score"}``; copied before use.
+        max_dets: ascending budgets, COCOeval's ``params.maxDets``.
+        use_cats: COCOeval's ``params.useCats`` (False: class-agnostic matching).
+        engine: one of :data:`ENGINES`.
+    """
+    if engine == "faster-coco-eval":
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
+    elif engine == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    else:
+        raise OwpInputError(
+            f"unknown evaluation engine {engine!r}; use one of {', '.join(ENGINES)}"
+        )
+    with contextlib.redirect_stdout(io.StringIO()):  # both engines print progress chatter
+        coco_gt = _index(COCO(), gt)
+        results = [dict(d) for d in detections]
+        # loadRes cannot take an empty list in pycocotools: index an empty result set instead.
+        empty = {**gt, "annotations": []}
+        coco_dt = coco_gt.loadRes(results) if results else _index(COCO(), empty)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.useCats = int(use_cats)
+        evaluator.params.maxDets = list(max_dets)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator.eval
+
+
+def _index(coco, dataset: Mapping[str, Any]):
+    coco.dataset = {
+        "images": list(dataset["images"]),
+        "annotations": [dict(a) for a in dataset["annotations"]],
+        "categories": list(dataset["categories"]),
+    }
+    coco.createIndex()
+    return coco

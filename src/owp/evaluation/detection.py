@@ -1,0 +1,84 @@
+"""Base-class AP of class-labelled detections: standard COCOeval on the base ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from owp.data.coco import load_instances
+from owp.data.splits import ClassSplit, SplitSpec, resolve_split
+from owp.errors import OwpInputError
+from owp.evaluation.cocoeval import AREA_NAMES, run_cocoeval
+from owp.evaluation.results import Results, read_results
+
+DETECTION_MAX_DETS: tuple[int, ...] = (1, 10, 100)
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+
+def evaluate_detections(
+    gt: str | Path | Mapping[str, Any],
+    detections: str | Path | Results,
+    split: str | Path | SplitSpec | ClassSplit,
+    *,
+    engine: str = "faster-coco-eval",
+) -> dict[str, Any]:
+    """COCO AP of detections on the split's base classes.
+
+    Novel-class ground truth is deleted, and detections labelled with a non-base category are
+    dropped (a base-class detector cannot be credited for them). The numbers are COCOeval's
+    ``stats[0:6]`` (maxDets 100), as fractions.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "split", "num_images",
+        "num_gt"}``; an AP is ``None`` where no base ground truth exists in that bucket.
+    """
+    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    split = resolve_split(split, dataset["categories"], gt_name)
+    if not split.base_ids:
+        raise OwpInputError(f"split {split.name!r} has no base classes to compute AP on")
+    base = set(split.base_ids)
+    name = detections if isinstance(detections, str | Path) else "detections"
+    results = read_results(
+        detections,
+        [img["id"] for img in dataset["images"]],
+        category_ids=[c["id"] for c in dataset["categories"]],
+        name=name,
+    )
+    base_gt = {
+        "images": dataset["images"],
+        "annotations": [a for a in dataset["annotations"] if a["category_id"] in base],
+        "categories": [c for c in dataset["categories"] if c["id"] in base],
+    }
+    kept = [r for r in results if r["category_id"] in base]
+    precision = run_cocoeval(base_gt, kept, DETECTION_MAX_DETS, use_cats=True, engine=engine)[
+        "precision"
+    ]
+    last = len(DETECTION_MAX_DETS) - 1
+    metrics: dict[str, Any] = {
+        "AP": _mean_precision(precision, "all", last),
+        "AP50": _mean_precision(precision, "all", last, iou=0.5),
+        "AP75": _mean_precision(precision, "all", last, iou=0.75),
+    }
+    for area in AREA_NAMES[1:]:
+        metrics[f"AP_{area}"] = _mean_precision(precision, area, last)
+    metrics.update(
+        split=split.name,
+        num_images=len(dataset["images"]),
+        num_gt=sum(1 for a in base_gt["annotations"] if not a["iscrowd"]),
+    )
+    return metrics
+
+
+def _mean_precision(
+    precision: np.ndarray, area: str, budget_index: int, iou: float | None = None
+) -> float | None:
+    """pycocotools' AP: mean of ``precision[T, R, K, A, M]`` over entries > -1."""
+    values = precision[..., AREA_NAMES.index(area), budget_index]
+    if iou is not None:
+        values = values[np.flatnonzero(np.isclose(IOU_THRESHOLDS, iou))]
+    values = values[values > -1]
+    return float(np.mean(values)) if values.size else None

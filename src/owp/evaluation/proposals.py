@@ -1,0 +1,217 @@
+"""Class-agnostic average recall (AR@k) of object proposals on the novel classes of a split.
+
+Two protocols (DESIGN.md §6), always named in the report:
+
+* ``strict`` (the paper): base-class ground truth is deleted and every proposal counts in the
+  budget. This is exactly COCOeval with ``useCats=0`` on the novel-only ground truth.
+* ``oln`` (OLN, GGN, LDET, UDOS): base-class ground truth is ignored. Each image's proposals
+  are ranked by score and cut to the largest budget; those overlapping a base-class box at
+  IoU >= 0.5 (COCO's IoU: crowd regions by intersection over the proposal's area) are then
+  removed, so they do not consume the budget k; the rest is evaluated as in ``strict``.
+
+AR@k is the recall at ``maxDets=k`` averaged over IoU thresholds 0.50:0.05:0.95, as
+pycocotools computes it. The COCO engine is faster-coco-eval; ``engine="pycocotools"`` runs the
+reference implementation instead (same numbers, slower).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as coco_mask
+
+from owp.data.coco import load_instances
+from owp.data.splits import ClassSplit, SplitSpec, resolve_split
+from owp.errors import OwpInputError
+from owp.evaluation.cocoeval import AREA_NAMES, AREA_RANGES, run_cocoeval
+from owp.evaluation.results import Results, read_results
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS: tuple[str, ...] = ("strict", "oln")
+DEFAULT_MAX_DETS: tuple[int, ...] = (10, 20, 50, 100, 300, 1000)
+OLN_BASE_MATCH_IOU = 0.5
+
+
+def evaluate_proposals(
+    gt: str | Path | Mapping[str, Any],
+    proposals: str | Path | Results,
+    split: str | Path | SplitSpec | ClassSplit,
+    *,
+    protocol: str = "strict",
+    max_dets: Sequence[int] = DEFAULT_MAX_DETS,
+    engine: str = "faster-coco-eval",
+) -> dict[str, Any]:
+    """Novel-class AR@k of class-agnostic proposals.
+
+    Args:
+        gt: instances JSON path (validated by :func:`owp.data.coco.load_instances`) or a dict.
+        proposals: COCO results (path or list); ``category_id`` is ignored.
+        split: built-in name, split file, or split object naming base and novel classes.
+        protocol: ``"strict"`` or ``"oln"`` (module docstring).
+        max_dets: the budgets k, positive integers.
+        engine: ``"faster-coco-eval"`` or ``"pycocotools"``.
+
+    Returns:
+        ``{"AR@<k>": float for each k, "AR_small@K", "AR_medium@K", "AR_large@K", "protocol",
+        "split", "num_images", "num_gt"}`` where K is 100, or the largest listed k below 100
+        (the smallest k if all exceed 100). Recalls are fractions in [0, 1], ``None`` where no
+        ground truth exists (e.g. no small novel objects); ``num_gt`` counts novel non-crowd boxes.
+    """
+    if protocol not in PROTOCOLS:
+        raise OwpInputError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    budgets = check_max_dets(max_dets)
+    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    split = resolve_split(split, dataset["categories"], gt_name)
+    if not split.novel_ids:
+        raise OwpInputError(
+            f"split {split.name!r} has no novel classes to evaluate; name a split with novel "
+            "classes (a split file with 'base: []' evaluates every class)"
+        )
+    image_ids = [img["id"] for img in dataset["images"]]
+    proposals = read_results(
+        proposals, image_ids, name=proposals if isinstance(proposals, str | Path) else "proposals"
+    )
+    novel = set(split.novel_ids)
+    gt_dataset = {
+        "images": dataset["images"],
+        "annotations": [a for a in dataset["annotations"] if a["category_id"] in novel],
+        "categories": [c for c in dataset["categories"] if c["id"] in novel],
+    }
+    size_budget = max((k for k in budgets if k <= 100), default=min(budgets))
+    metrics: dict[str, Any] = {}
+    # strict: one evaluation. oln: the filter depends on the area range (as in OLN's own
+    # evaluation), so each area range is evaluated on its own filtered proposals.
+    for area in ("all",) if protocol == "strict" else AREA_NAMES:
+        kept = proposals
+        if protocol == "oln":
+            kept = drop_base_matched(
+                proposals, dataset["annotations"], split.base_ids, max(budgets), AREA_RANGES[area]
+            )
+        detections = [{**p, "category_id": split.novel_ids[0]} for p in kept]
+        recall = run_cocoeval(gt_dataset, detections, budgets, use_cats=False, engine=engine)[
+            "recall"
+        ]
+        for name in AREA_NAMES if protocol == "strict" else (area,):
+            if name == "all":
+                metrics.update(
+                    {f"AR@{k}": mean_recall(recall, name, budgets.index(k)) for k in budgets}
+                )
+            else:
+                metrics[f"AR_{name}@{size_budget}"] = mean_recall(
+                    recall, name, budgets.index(size_budget)
+                )
+    metrics.update(
+        protocol=protocol,
+        split=split.name,
+        num_images=len(image_ids),
+        num_gt=sum(1 for a in gt_dataset["annotations"] if not a["iscrowd"]),
+    )
+    return metrics
+
+
+def mean_recall(recall: np.ndarray, area: str, budget_index: int) -> float | None:
+    """pycocotools' AR: mean of ``recall[T, K, A, M]`` over IoU thresholds and categories.
+
+    Entries of -1 (no ground truth) are left out; ``None`` when every entry is -1.
+    """
+    values = recall[:, :, AREA_NAMES.index(area), budget_index]
+    values = values[values > -1]
+    return float(np.mean(values)) if values.size else None
+
+
+def drop_base_matched(
+    proposals: Results,
+    gt: Sequence[Mapping],
+    base_ids: Collection[int],
+    budget: int,
+    area_range: tuple[float, float] = AREA_RANGES["all"],
+) -> Results:
+    """The OLN protocol's filter: rank, cut to ``budget``, drop proposals matched to base objects.
+
+    Per image, proposals are ranked by score (stable, as COCOeval ranks them) and cut to
+    ``budget``. They are then matched to the ground truth (novel and base) at IoU 0.5 exactly as
+    COCOeval matches (and as OLN's evaluation wrapper does): in rank order, one-to-one except
+    for crowd regions, preferring a not-yet-matched regular object (a novel box inside
+    ``area_range``) over ignored ones (base boxes, crowd regions, novel boxes outside the area
+    range), best IoU wins, later box on ties. Proposals whose match is a base-class box are
+    removed. Returns the survivors in rank order.
+
+    Args:
+        proposals: results with ``image_id``, ``bbox`` (xywh) and ``score``.
+        gt: every annotation of the images (``bbox``, ``area``, ``iscrowd``, ``category_id``).
+        base_ids: the base category ids.
+        budget: the largest k evaluated.
+        area_range: the ``[min, max]`` annotation area that counts as regular (COCO's ranges).
+    """
+    base_ids = set(base_ids)
+    by_image: dict[int, list[dict]] = defaultdict(list)
+    for proposal in proposals:
+        by_image[proposal["image_id"]].append(proposal)
+    gt_by_image: dict[int, list[Mapping]] = defaultdict(list)
+    for ann in sorted(gt, key=lambda a: a["category_id"]):  # COCOeval's useCats=0 order
+        gt_by_image[ann["image_id"]].append(ann)
+    kept: Results = []
+    for image_id, items in by_image.items():
+        order = np.argsort([-p["score"] for p in items], kind="mergesort")[:budget]
+        ranked = [items[i] for i in order]
+        anns = gt_by_image.get(image_id, [])
+        if any(a["category_id"] in base_ids for a in anns):
+            on_base = _matched_to_base(ranked, anns, base_ids, area_range)
+            ranked = [p for p, hit in zip(ranked, on_base, strict=True) if not hit]
+        kept.extend(ranked)
+    return kept
+
+
+def _matched_to_base(
+    ranked: Results, anns: Sequence[Mapping], base_ids: set[int], area_range: tuple[float, float]
+) -> np.ndarray:
+    """COCOeval's greedy matching at IoU 0.5 for one image; True where the match is a base box."""
+    is_base = np.array([a["category_id"] in base_ids for a in anns])
+    crowd = np.array([bool(a["iscrowd"]) for a in anns])
+    area = np.array([float(a["area"]) for a in anns])
+    ignored = is_base | crowd | (area < area_range[0]) | (area > area_range[1])
+    gt_order = np.argsort(ignored, kind="mergesort")  # regular objects first, as COCOeval
+    is_base, crowd, ignored = is_base[gt_order], crowd[gt_order], ignored[gt_order]
+    ious = np.asarray(
+        coco_mask.iou(
+            [p["bbox"] for p in ranked],
+            [anns[i]["bbox"] for i in gt_order],
+            [int(c) for c in crowd],
+        )
+    ).reshape(len(ranked), len(anns))
+    taken = np.zeros(len(anns), dtype=bool)
+    on_base = np.zeros(len(ranked), dtype=bool)
+    for d in np.flatnonzero((ious >= OLN_BASE_MATCH_IOU).any(axis=1)):
+        free = ~taken | crowd
+        for group in (free & ~ignored, free & ignored):
+            candidates = np.flatnonzero(group & (ious[d] >= OLN_BASE_MATCH_IOU))
+            if candidates.size:
+                best = candidates[ious[d, candidates] == ious[d, candidates].max()][-1]
+                taken[best] = True
+                on_base[d] = is_base[best]
+                break
+    return on_base
+
+
+def check_max_dets(max_dets: Sequence[int] | str) -> list[int]:
+    """Parse and check budgets: positive integers (a comma-separated string is accepted)."""
+    values = max_dets.split(",") if isinstance(max_dets, str) else list(max_dets)
+    parsed: list[int] = []
+    for value in values:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            number = 0
+        if number <= 0 or str(number) != str(value).strip():
+            raise OwpInputError(f"--max-dets must be positive integers, got {value!r}")
+        parsed.append(number)
+    if not parsed:
+        raise OwpInputError("--max-dets must list at least one positive integer")
+    return sorted(set(parsed))
