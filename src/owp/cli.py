@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from owp import __version__
@@ -28,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
     except OwpInputError as err:
         print(f"owp: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. an output folder that cannot be created: one line, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"owp: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("owp: interrupted", file=sys.stderr)
@@ -212,6 +217,7 @@ def _run_data_split(args: argparse.Namespace) -> None:
     from owp.errors import OwpInputError
     from owp.files import write_json
 
+    _check_folder_path(args.out)
     coco = read_coco_json(args.gt)
     split = resolve_split(args.split, coco["categories"], args.gt)
     targets = {
@@ -220,7 +226,8 @@ def _run_data_split(args: argparse.Namespace) -> None:
     }
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.force:
-        raise OwpInputError(f"{', '.join(existing)} already exists; pass --force to overwrite")
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise OwpInputError(f"{', '.join(existing)} already {verb}; pass --force to overwrite")
     for path, ids in targets.items():
         subset = subset_categories(coco, ids)
         write_json(path, subset, indent=None)
@@ -232,14 +239,19 @@ def _run_data_stats(args: argparse.Namespace) -> None:
     from owp.data.coco import find_annotation_file, find_image_folder, read_coco_json
     from owp.data.splits import resolve_split
     from owp.data.stats import dataset_stats
+    from owp.errors import OwpInputError
 
     ann_file = find_annotation_file(args.dataset, args.part)
     split = None
     images = None
     if args.split or not args.no_image_check:
-        coco = read_coco_json(ann_file)
+        # dataset_stats reads the file again and warns about repaired boxes: warn only once.
+        with _warnings_silenced("owp.data.coco"):
+            coco = read_coco_json(ann_file)
         split = resolve_split(args.split, coco["categories"], ann_file) if args.split else None
         if not args.no_image_check:
+            if args.images is not None and not args.images.is_dir():
+                raise OwpInputError("images folder not found", path=args.images)
             images = args.images or find_image_folder(ann_file, coco)
     stats = dataset_stats(ann_file, split, images, progress=not args.json)
     if args.json:
@@ -277,6 +289,7 @@ def _run_propose_baseline(args: argparse.Namespace) -> None:
 
     if args.num <= 0:
         raise OwpInputError(f"--num must be a positive integer, got {args.num}")
+    _check_output_file(args.out)
     ann_file = find_annotation_file(args.data, args.part)
     coco = read_coco_json(ann_file)
     results = propose_for_images(
@@ -294,6 +307,7 @@ def _run_eval_proposals(args: argparse.Namespace) -> None:
     from owp.evaluation.report import metrics_table, recall_columns
 
     max_dets = check_max_dets(args.max_dets)
+    _check_output_file(args.out)
     metrics = evaluate_proposals(
         args.gt,
         args.proposals,
@@ -314,6 +328,7 @@ def _run_eval_detections(args: argparse.Namespace) -> None:
     from owp.evaluation.detection import evaluate_detections
     from owp.evaluation.report import metrics_table
 
+    _check_output_file(args.out)
     metrics = evaluate_detections(args.gt, args.detections, args.split, engine=args.engine)
     title = (
         f"base-class AP (%), split {metrics['split']}, {metrics['num_images']} images, "
@@ -331,6 +346,40 @@ def _write_metrics(out: Path | None, metrics: dict) -> None:
 
     write_json(out, metrics)
     print(f"wrote {out}")
+
+
+def _check_output_file(path: Path | None) -> None:
+    """Fail before any work when ``path`` cannot be written as a file (a folder is in the way)."""
+    if path is None:
+        return
+    from owp.errors import OwpInputError
+
+    if path.is_dir():
+        raise OwpInputError("is a folder, expected a file to write", path=path)
+    _check_folder_path(path.parent)
+
+
+def _check_folder_path(folder: Path) -> None:
+    """Fail when ``folder`` or its nearest existing ancestor is a file, not a folder."""
+    from owp.errors import OwpInputError
+
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise OwpInputError("is a file, expected a folder", path=candidate)
+            return
+
+
+@contextlib.contextmanager
+def _warnings_silenced(logger_name: str) -> Iterator[None]:
+    """Drop the records below ERROR of one logger for the duration of the block."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -19,7 +19,10 @@ def write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OwpInputError("is a folder, expected a file to write", path=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OwpInputError("cannot create the folder: a file is in the way", path=path) from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:

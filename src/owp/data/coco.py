@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from owp.checks import is_finite_number, is_int
 from owp.data.images import read_image_tensor
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 Target = dict[str, Any]
 Transforms = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
+
+FOLDER_PROBES = 20
+"""How many listed images :func:`find_image_folder` looks for in each candidate folder."""
 
 CLIP_TOLERANCE = 1.0
 """Boxes overshooting the image by at most this many pixels are clipped without a warning
@@ -56,7 +59,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """Load a JSON file, turning a missing file or a syntax error into one clear line."""
     path = Path(path)
     if path.is_dir():
-        raise OwpInputError(f"is a folder, expected a {what}", path=path)
+        article = "an" if what[:1] in ("a", "e", "i", "o", "u") else "a"
+        raise OwpInputError(f"is a folder, expected {article} {what}", path=path)
     if not path.is_file():
         raise OwpInputError(f"{what} not found", path=path)
     try:
@@ -66,6 +70,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         raise OwpInputError(
             f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", path=path
         ) from None
+    except RecursionError:
+        raise OwpInputError("malformed JSON: nested too deeply", path=path) from None
     except UnicodeDecodeError:
         raise OwpInputError("malformed JSON: not UTF-8 text", path=path) from None
 
@@ -134,7 +140,8 @@ def find_image_folder(ann_file: str | Path, coco: dict[str, Any]) -> Path:
 
     Tries, next to the JSON: ``<stem>/`` (``val.json`` -> ``val/``), ``images/``, the JSON's own
     folder, and COCO's ``annotations/instances_val2017.json`` -> ``../val2017/``; the first folder
-    holding the first listed image wins.
+    holding any of the first listed images wins (a missing image is then reported by whoever
+    reads it, naming the file).
     """
     ann_file = Path(ann_file)
     here = ann_file.parent
@@ -144,12 +151,13 @@ def find_image_folder(ann_file: str | Path, coco: dict[str, Any]) -> Path:
         candidates += [here.parent / part, here.parent / "images" / part]
     if not coco["images"]:
         return candidates[0] if candidates[0].is_dir() else here
-    first = coco["images"][0]["file_name"]
+    probes = [img["file_name"] for img in coco["images"][:FOLDER_PROBES]]
     for folder in candidates:
-        if (folder / first).is_file():
+        if any((folder / name).is_file() for name in probes):
             return folder
     raise OwpInputError(
-        f"cannot find the images folder (first image {first!r} is in none of: "
+        f"cannot find the images folder (none of the first {len(probes)} images, e.g. "
+        f"{probes[0]!r}, is in any of: "
         + ", ".join(str(c) for c in candidates)
         + "); pass the images folder explicitly",
         path=ann_file,
@@ -246,7 +254,7 @@ class CocoDetection(Dataset):
 def _index(entries: list, key: str, path: str | Path) -> dict[int, dict]:
     index: dict[int, dict] = {}
     for position, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not _is_int(entry.get("id")):
+        if not isinstance(entry, dict) or not is_int(entry.get("id")):
             raise OwpInputError(f"'{key}'[{position}] has no integer 'id'", path=path)
         if entry["id"] in index:
             raise OwpInputError(f"duplicate id {entry['id']} in '{key}'", path=path)
@@ -258,7 +266,7 @@ def _check_image_entry(img: dict, path: str | Path) -> None:
     if not isinstance(img.get("file_name"), str) or not img["file_name"]:
         raise OwpInputError(f"image {img['id']} has no 'file_name'", path=path)
     for side in ("width", "height"):
-        if not _is_int(img.get(side)) or img[side] <= 0:
+        if not is_int(img.get(side)) or img[side] <= 0:
             raise OwpInputError(f"image {img['id']} has no positive integer '{side}'", path=path)
 
 
@@ -269,7 +277,7 @@ def _clean_annotations(
     seen_ids: set[int] = set()
     kept: list[dict] = []
     next_id = 1 + max(
-        (a["id"] for a in annotations if isinstance(a, dict) and _is_int(a.get("id"))), default=0
+        (a["id"] for a in annotations if isinstance(a, dict) and is_int(a.get("id"))), default=0
     )
     for position, ann in enumerate(annotations):
         where = (
@@ -279,12 +287,12 @@ def _clean_annotations(
         )
         if not isinstance(ann, dict):
             raise OwpInputError(f"{where} is not an object", path=path)
-        if ann.get("image_id") not in images:
+        if not is_int(ann.get("image_id")) or ann["image_id"] not in images:
             raise OwpInputError(
                 f"{where} refers to image id {ann.get('image_id')!r}, which is not in 'images'",
                 path=path,
             )
-        if ann.get("category_id") not in categories:
+        if not is_int(ann.get("category_id")) or ann["category_id"] not in categories:
             raise OwpInputError(
                 f"{where} has unknown category id {ann.get('category_id')!r}", path=path
             )
@@ -292,12 +300,14 @@ def _clean_annotations(
         if (
             not isinstance(bbox, list | tuple)
             or len(bbox) != 4
-            or not all(_is_finite_number(v) for v in bbox)
+            or not all(is_finite_number(v) for v in bbox)
         ):
             raise OwpInputError(f"{where} has no valid 'bbox' [x, y, width, height]", path=path)
         ann = dict(ann)
-        if "id" not in ann:
+        if ann.get("id") is None:
             ann["id"], next_id = next_id, next_id + 1
+        elif not is_int(ann["id"]):
+            raise OwpInputError(f"{where} has a non-integer 'id'", path=path)
         elif ann["id"] in seen_ids:
             raise OwpInputError(f"duplicate annotation id {ann['id']}", path=path)
         seen_ids.add(ann["id"])
@@ -315,8 +325,15 @@ def _clean_annotations(
         if overshoot > 0:
             repairs.clipped += overshoot > CLIP_TOLERANCE
             ann["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+        if "area" in ann and not (is_finite_number(ann["area"]) and ann["area"] >= 0):
+            raise OwpInputError(f"{where} has an invalid 'area' {ann['area']!r}", path=path)
         ann.setdefault("area", (x1 - x0) * (y1 - y0))
-        ann["iscrowd"] = int(ann.get("iscrowd", 0) or 0)
+        try:
+            ann["iscrowd"] = int(ann.get("iscrowd", 0) or 0)
+        except (TypeError, ValueError, OverflowError):
+            raise OwpInputError(
+                f"{where} has an invalid 'iscrowd' {ann['iscrowd']!r}", path=path
+            ) from None
         kept.append(ann)
     return kept, repairs
 
@@ -324,14 +341,6 @@ def _clean_annotations(
 def _xywh_to_xyxy(bbox: list[float]) -> list[float]:
     x, y, w, h = bbox
     return [x, y, x + w, y + h]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def subset_categories(coco: dict[str, Any], category_ids: Iterable[int]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from PIL.Image import DecompressionBombError
 
 from owp.errors import OwpInputError
 
@@ -31,7 +32,13 @@ def read_rgb(path: str | Path) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return to_rgb_array(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        DecompressionBombError,
+    ) as err:
         reason = "truncated" if "truncated" in str(err) else "unreadable"
         raise OwpInputError(f"{reason} image ({_short(err)})", path=path) from None
 

@@ -117,7 +117,9 @@ class SplitSpec:
         base = None if self.base is None else self._lookup(self.base, names, dataset)
         novel = None if self.novel is None else self._lookup(self.novel, names, dataset)
         if base is None and novel is None:
-            raise OwpInputError(f"split {self.name!r} names neither base nor novel classes")
+            raise OwpInputError(
+                f"split {self.name!r} ({self.source}) names neither base nor novel classes"
+            )
         if base is None:
             base = set(names) - novel
         if novel is None:
@@ -125,7 +127,9 @@ class SplitSpec:
         both = base & novel
         if both:
             listed = ", ".join(f"{names[i]} ({i})" for i in sorted(both))
-            raise OwpInputError(f"split {self.name!r} puts classes on both sides: {listed}")
+            raise OwpInputError(
+                f"split {self.name!r} ({self.source}) puts classes on both sides: {listed}"
+            )
         return ClassSplit(self.name, tuple(sorted(base)), tuple(sorted(novel)), names)
 
     def _lookup(self, refs: Iterable[ClassRef], names: Mapping[int, str], dataset) -> set[int]:
@@ -166,6 +170,8 @@ def builtin_split(name: str) -> SplitSpec:
 def read_split_file(path: str | Path) -> SplitSpec:
     """Read a custom split file (YAML or JSON, format in the module docstring)."""
     path = Path(path)
+    if path.is_dir():
+        raise OwpInputError("is a folder, expected a split file", path=path)
     if not path.is_file():
         raise OwpInputError("split file not found", path=path)
     try:
@@ -188,7 +194,11 @@ def load_split(split: str | Path | SplitSpec) -> SplitSpec:
     """A built-in name, a split file path, or an existing :class:`SplitSpec`."""
     if isinstance(split, SplitSpec):
         return split
-    if isinstance(split, Path) or str(split).endswith((".yaml", ".yml", ".json")):
+    if (
+        isinstance(split, Path)
+        or Path(split).exists()
+        or split.endswith((".yaml", ".yml", ".json"))
+    ):
         return read_split_file(split)
     return builtin_split(str(split))
 
@@ -205,7 +215,7 @@ def resolve_split(
 def _read_side(value, side: str, path: Path) -> tuple[ClassRef, ...] | None:
     if value is None or value == "rest":
         return None
-    if not isinstance(value, list) or not all(isinstance(v, int | str) for v in value):
+    if not isinstance(value, list) or not all(_is_ref(v) for v in value):
         raise OwpInputError(
             f"'{side}' must be a list of category ids or names, or 'rest'", path=path
         )
@@ -214,3 +224,8 @@ def _read_side(value, side: str, path: Path) -> tuple[ClassRef, ...] | None:
 
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _is_ref(value) -> bool:
+    # YAML reads yes/no/true/on... as booleans, which would otherwise pass as the ids 1 and 0
+    return isinstance(value, int | str) and not isinstance(value, bool)

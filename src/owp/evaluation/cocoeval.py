@@ -30,6 +30,7 @@ def run_cocoeval(
     max_dets: Sequence[int],
     *,
     use_cats: bool,
+    category_id: int | None = None,
     engine: str = "faster-coco-eval",
 ) -> dict[str, Any]:
     """Evaluate ``bbox`` detections against ``gt`` and return COCOeval's ``eval`` dict.
@@ -37,9 +38,10 @@ def run_cocoeval(
     Args:
         gt: COCO dict with ``images``, ``annotations`` (with ``id``, ``area``, ``iscrowd``) and
             ``categories``; it is not modified.
-        detections: results ``{"image_id", "category_id", "bbox", "score"}``; copied before use.
+        detections: results ``{"image_id", "category_id", "bbox", "score"}``; not modified.
         max_dets: ascending budgets, COCOeval's ``params.maxDets``.
         use_cats: COCOeval's ``params.useCats`` (False: class-agnostic matching).
+        category_id: when given, used for every detection instead of its own ``category_id``.
         engine: one of :data:`ENGINES`.
     """
     if engine == "faster-coco-eval":
@@ -53,11 +55,8 @@ def run_cocoeval(
             f"unknown evaluation engine {engine!r}; use one of {', '.join(ENGINES)}"
         )
     with contextlib.redirect_stdout(io.StringIO()):  # both engines print progress chatter
-        coco_gt = _index(COCO(), gt)
-        results = [dict(d) for d in detections]
-        # loadRes cannot take an empty list in pycocotools: index an empty result set instead.
-        empty = {**gt, "annotations": []}
-        coco_dt = coco_gt.loadRes(results) if results else _index(COCO(), empty)
+        coco_gt = _index(COCO(), gt, [dict(a) for a in gt["annotations"]])  # COCOeval mutates
+        coco_dt = _index(COCO(), gt, _as_result_annotations(detections, category_id))
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
         evaluator.params.useCats = int(use_cats)
         evaluator.params.maxDets = list(max_dets)
@@ -66,10 +65,29 @@ def run_cocoeval(
     return evaluator.eval
 
 
-def _index(coco, dataset: Mapping[str, Any]):
+def _as_result_annotations(
+    detections: Sequence[Mapping[str, Any]], category_id: int | None
+) -> list[dict[str, Any]]:
+    """What ``COCO.loadRes`` makes of box results (ids from 1, area = w*h, not crowd), without
+    the unused polygon it also attaches to each one."""
+    return [
+        {
+            "id": index,
+            "image_id": d["image_id"],
+            "category_id": d["category_id"] if category_id is None else category_id,
+            "bbox": d["bbox"],
+            "score": d["score"],
+            "area": d["bbox"][2] * d["bbox"][3],
+            "iscrowd": 0,
+        }
+        for index, d in enumerate(detections, start=1)
+    ]
+
+
+def _index(coco, dataset: Mapping[str, Any], annotations: list[dict[str, Any]]):
     coco.dataset = {
         "images": list(dataset["images"]),
-        "annotations": [dict(a) for a in dataset["annotations"]],
+        "annotations": annotations,
         "categories": list(dataset["categories"]),
     }
     coco.createIndex()

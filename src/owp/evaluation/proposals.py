@@ -94,10 +94,9 @@ def evaluate_proposals(
             kept = drop_base_matched(
                 proposals, dataset["annotations"], split.base_ids, max(budgets), AREA_RANGES[area]
             )
-        detections = [{**p, "category_id": split.novel_ids[0]} for p in kept]
-        recall = run_cocoeval(gt_dataset, detections, budgets, use_cats=False, engine=engine)[
-            "recall"
-        ]
+        recall = run_cocoeval(
+            gt_dataset, kept, budgets, use_cats=False, category_id=split.novel_ids[0], engine=engine
+        )["recall"]
         for name in AREA_NAMES if protocol == "strict" else (area,):
             if name == "all":
                 metrics.update(

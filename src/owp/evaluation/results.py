@@ -7,11 +7,13 @@ A results file is a JSON list of ``{"image_id", "bbox": [x, y, w, h], "score"}``
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from owp.checks import is_finite_number, is_int
 from owp.data.coco import read_json
 from owp.errors import OwpInputError
 
@@ -46,55 +48,90 @@ def read_results(
         raise OwpInputError(
             "a results file must be a JSON list of {image_id, bbox, score}", path=name
         )
-    known_images = set(image_ids)
-    known_categories = None if category_ids is None else set(category_ids)
-    cleaned: Results = []
-    unknown_images: set = set()
-    degenerate = 0
-    for index, entry in enumerate(source):
-        if not isinstance(entry, dict):
-            raise OwpInputError(f"entry {index} is not an object", path=name)
-        bbox, score, image_id = entry.get("bbox"), entry.get("score"), entry.get("image_id")
-        if not _is_int(image_id):
-            raise OwpInputError(f"entry {index} has no integer 'image_id'", path=name)
-        if not isinstance(bbox, list | tuple) or len(bbox) != 4 or not all(map(_is_finite, bbox)):
-            raise OwpInputError(
-                f"entry {index} has no valid 'bbox' [x, y, width, height]", path=name
-            )
-        if not _is_finite(score):
-            raise OwpInputError(f"entry {index} has no finite numeric 'score'", path=name)
-        if image_id not in known_images:
-            unknown_images.add(image_id)
-            continue
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            degenerate += 1
-            continue
-        result = {"image_id": image_id, "bbox": [float(v) for v in bbox], "score": float(score)}
-        if known_categories is not None:
-            category = entry.get("category_id")
-            if category not in known_categories:
-                raise OwpInputError(
-                    f"entry {index} has category_id {category!r}, "
-                    "not a category of the ground truth",
-                    path=name,
-                )
-            result["category_id"] = category
-        cleaned.append(result)
-    if unknown_images:
-        shown = ", ".join(str(i) for i in sorted(unknown_images)[:5])
+    known_images = np.fromiter(set(image_ids), dtype=np.int64)
+    columns = _columns(source, with_category=category_ids is not None)
+    if columns is None:
+        _raise_first_problem(source, name, with_category=category_ids is not None)
+    ids, boxes, scores, categories = columns
+    unknown = ~np.isin(ids, known_images)
+    if unknown.any():
+        shown = ", ".join(str(i) for i in np.unique(ids[unknown])[:5])
         raise OwpInputError(
-            f"{len(unknown_images)} image ids are not in the ground truth (e.g. {shown}); "
+            f"{len(np.unique(ids[unknown]))} image ids are not in the ground truth (e.g. {shown}); "
             "is this the right ground-truth file?",
             path=name,
         )
-    if degenerate:
-        log.warning("%s: dropped %d results with non-positive width or height", name, degenerate)
+    if categories is not None:
+        known_categories = np.fromiter(set(category_ids), dtype=np.int64)
+        wrong = np.flatnonzero(~np.isin(categories, known_categories))
+        if wrong.size:
+            raise OwpInputError(
+                f"entry {wrong[0]} has category_id {categories[wrong[0]]}, "
+                "not a category of the ground truth",
+                path=name,
+            )
+    valid = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+    if not valid.all():
+        log.warning(
+            "%s: dropped %d results with non-positive width or height", name, int((~valid).sum())
+        )
+    keep = np.flatnonzero(valid)
+    cleaned = [
+        {"image_id": i, "bbox": b, "score": s}
+        for i, b, s in zip(
+            ids[keep].tolist(), boxes[keep].tolist(), scores[keep].tolist(), strict=True
+        )
+    ]
+    if categories is not None:
+        for result, category in zip(cleaned, categories[keep].tolist(), strict=True):
+            result["category_id"] = category
     return cleaned
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _columns(
+    source: list, *, with_category: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """The results as arrays (ids ``[N]``, boxes ``[N, 4]``, scores ``[N]``, categories), or
+    None when any entry is malformed (the slow path then finds and names it)."""
+    try:
+        ids = np.array([e["image_id"] for e in source])
+        boxes = np.array([e["bbox"] for e in source])
+        scores = np.array([e["score"] for e in source])
+        categories = np.array([e["category_id"] for e in source]) if with_category else None
+    except (TypeError, KeyError, ValueError):
+        return None
+    count = len(source)
+    if count == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, np.zeros((0, 4)), np.zeros(0), empty if with_category else None
+    integral = ids.dtype.kind in "iu" and (categories is None or categories.dtype.kind in "iu")
+    numeric = boxes.dtype.kind in "iuf" and scores.dtype.kind in "iuf"
+    if not (integral and numeric and boxes.shape == (count, 4) and scores.shape == (count,)):
+        return None
+    boxes, scores = boxes.astype(np.float64), scores.astype(np.float64)
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        return None
+    return ids.astype(np.int64), boxes, scores, categories
 
 
-def _is_finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _raise_first_problem(source: list, name: str | Path, *, with_category: bool) -> None:
+    """Find the first malformed entry and raise an error naming it."""
+    for index, entry in enumerate(source):
+        if not isinstance(entry, dict):
+            raise OwpInputError(f"entry {index} is not an object", path=name)
+        bbox, score = entry.get("bbox"), entry.get("score")
+        if not is_int(entry.get("image_id")):
+            raise OwpInputError(f"entry {index} has no integer 'image_id'", path=name)
+        if (
+            not isinstance(bbox, list | tuple)
+            or len(bbox) != 4
+            or not all(map(is_finite_number, bbox))
+        ):
+            raise OwpInputError(
+                f"entry {index} has no valid 'bbox' [x, y, width, height]", path=name
+            )
+        if not is_finite_number(score):
+            raise OwpInputError(f"entry {index} has no finite numeric 'score'", path=name)
+        if with_category and not is_int(entry.get("category_id")):
+            raise OwpInputError(f"entry {index} has no integer 'category_id'", path=name)
+    raise OwpInputError("results are malformed (mixed types across entries)", path=name)
