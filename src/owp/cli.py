@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from owp import __version__
@@ -236,24 +235,20 @@ def _run_data_split(args: argparse.Namespace) -> None:
 
 
 def _run_data_stats(args: argparse.Namespace) -> None:
-    from owp.data.coco import find_annotation_file, find_image_folder, read_coco_json
+    from owp.data.coco import find_annotation_file, find_image_folder, load_instances
     from owp.data.splits import resolve_split
-    from owp.data.stats import dataset_stats
+    from owp.data.stats import instances_stats
     from owp.errors import OwpInputError
 
     ann_file = find_annotation_file(args.dataset, args.part)
-    split = None
+    coco, repairs = load_instances(ann_file)
+    split = resolve_split(args.split, coco["categories"], ann_file) if args.split else None
     images = None
-    if args.split or not args.no_image_check:
-        # dataset_stats reads the file again and warns about repaired boxes: warn only once.
-        with _warnings_silenced("owp.data.coco"):
-            coco = read_coco_json(ann_file)
-        split = resolve_split(args.split, coco["categories"], ann_file) if args.split else None
-        if not args.no_image_check:
-            if args.images is not None and not args.images.is_dir():
-                raise OwpInputError("images folder not found", path=args.images)
-            images = args.images or find_image_folder(ann_file, coco)
-    stats = dataset_stats(ann_file, split, images, progress=not args.json)
+    if not args.no_image_check:
+        if args.images is not None and not args.images.is_dir():
+            raise OwpInputError("images folder not found", path=args.images)
+        images = args.images or find_image_folder(ann_file, coco)
+    stats = instances_stats(coco, repairs, split, images, progress=not args.json)
     if args.json:
         print(json.dumps({"annotations": str(ann_file), **stats.to_dict()}, indent=1))
         return
@@ -368,18 +363,6 @@ def _check_folder_path(folder: Path) -> None:
             if not candidate.is_dir():
                 raise OwpInputError("is a file, expected a folder", path=candidate)
             return
-
-
-@contextlib.contextmanager
-def _warnings_silenced(logger_name: str) -> Iterator[None]:
-    """Drop the records below ERROR of one logger for the duration of the block."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _configure_logging(verbose: bool) -> None:

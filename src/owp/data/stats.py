@@ -57,13 +57,25 @@ def dataset_stats(
     *,
     progress: bool = False,
 ) -> DatasetStats:
+    """Statistics of the instances JSON ``ann_file`` (see :func:`instances_stats`)."""
+    coco, repairs = load_instances(ann_file)
+    return instances_stats(coco, repairs, split, images_dir, progress=progress)
+
+
+def instances_stats(
+    coco: dict[str, Any],
+    repairs: BoxRepairs,
+    split: ClassSplit | None = None,
+    images_dir: str | Path | None = None,
+    *,
+    progress: bool = False,
+) -> DatasetStats:
     """Count images, boxes, classes, boxes per split side and size bucket; find problems.
 
     Non-crowd boxes are counted per side (``base``, ``novel``, ``other`` for classes on neither
     side; everything is ``all`` without a split). When ``images_dir`` is given every image is
     decoded, and missing, unreadable, truncated or wrongly sized files are listed as problems.
     """
-    coco, repairs = load_instances(ann_file)
     side_of = _side_function(split)
     regular = [a for a in coco["annotations"] if not a["iscrowd"]]
     boxes_per_side: Counter = Counter(side_of(a["category_id"]) for a in regular)
