@@ -91,9 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Novel-class average recall of class-agnostic proposals (COCO results JSON; "
         "category_id ignored). Prints a table; --out writes the metrics JSON.",
     )
-    proposals.add_argument("--gt", required=True, type=Path, help="ground-truth instances JSON")
-    proposals.add_argument("--proposals", required=True, type=Path, help="COCO results JSON")
-    proposals.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
+    _add_evaluation_arguments(proposals, "--proposals")
     proposals.add_argument(
         "--protocol",
         choices=("strict", "oln"),
@@ -106,10 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="10,20,50,100,300,1000",
         help="budgets k (default 10,20,50,100,300,1000)",
     )
-    proposals.add_argument(
-        "--engine", choices=("faster-coco-eval", "pycocotools"), default="faster-coco-eval"
-    )
-    proposals.add_argument("--out", type=Path, help="metrics JSON to write")
     proposals.set_defaults(run=_run_eval_proposals)
 
     detections = commands.add_parser(
@@ -118,17 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Standard COCOeval (AP, AP50, AP75, AP small/medium/large) on the split's base "
         "classes; category_id must be a dataset category id.",
     )
-    detections.add_argument("--gt", required=True, type=Path, help="ground-truth instances JSON")
-    detections.add_argument("--detections", required=True, type=Path, help="COCO results JSON")
-    detections.add_argument(
-        "--split", required=True, help="coco-voc, lvis-v1, all, or a split file"
-    )
-    detections.add_argument(
-        "--engine", choices=("faster-coco-eval", "pycocotools"), default="faster-coco-eval"
-    )
-    detections.add_argument("--out", type=Path, help="metrics JSON to write")
+    _add_evaluation_arguments(detections, "--detections")
     detections.set_defaults(run=_run_eval_detections)
     return parser
+
+
+def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str) -> None:
+    """--gt, the results file, --split, --engine and --out, shared by the eval commands."""
+    parser.add_argument("--gt", required=True, type=Path, help="ground-truth instances JSON")
+    parser.add_argument(results_flag, required=True, type=Path, help="COCO results JSON")
+    parser.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
+    parser.add_argument(
+        "--engine",
+        choices=("faster-coco-eval", "pycocotools"),
+        default="faster-coco-eval",
+        help="COCO engine (pycocotools: the slower reference; same numbers)",
+    )
+    parser.add_argument("--out", type=Path, help="metrics JSON to write")
 
 
 def _add_data_commands(commands) -> None:
