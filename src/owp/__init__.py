@@ -1,8 +1,8 @@
 """owp: open-world object proposals.
 
 Find every object in an image, including kinds never labelled in training, with boxes ranked by
-a learned objectness score. This release holds the data layer (COCO-format datasets, open-world
-class splits, the embedded synthetic open-world set) and the open-world proposal evaluator.
+a learned objectness score: FCOS-OWP models (``create_model``), COCO-format datasets with
+open-world class splits, the embedded synthetic open-world set, and the open-world evaluator.
 """
 
 from owp.data.coco import CocoDetection, read_coco_json
@@ -10,11 +10,14 @@ from owp.data.splits import ClassSplit, SplitSpec, load_split
 from owp.errors import OwpInputError
 from owp.evaluation.detection import evaluate_detections
 from owp.evaluation.proposals import evaluate_proposals
+from owp.models import create_model, list_models
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClassSplit",
+    "create_model",
+    "list_models",
     "CocoDetection",
     "OwpInputError",
     "SplitSpec",

@@ -1,0 +1,477 @@
+"""FCOS location-to-box assignment and the objectness targets of FCOS-OWP.
+
+Every feature-map location is an anchor point. At stride ``s`` the point of column ``col`` and
+row ``row`` lies at pixel ``(col * s, row * s)``; points are row-major within a level and the
+levels are concatenated P3..P7 -- exactly the order and centres of torchvision's FCOS anchors
+(``AnchorGenerator`` with sizes equal to the strides). For a point ``(x, y)`` and a box
+``(x0, y0, x1, y1)`` (xyxy pixels) the regression target is
+``(l*, t*, r*, b*) = (x - x0, y - y0, x1 - x, y1 - y)``.
+
+Assignment (:func:`assign`) follows ``torchvision.models.detection.FCOS.compute_loss``: a point
+is a candidate for a box when it lies strictly inside it (``min(l*, t*, r*, b*) > 0``), when
+``m = max(l*, t*, r*, b*)`` fits its level's size range, and -- with center sampling -- when it
+lies within ``center_radius * s`` of the box centre along both axes. Among several candidate
+boxes the one with the smallest area wins. Ground truth is padded to ``M`` boxes per image
+(:func:`pad_targets`) and the whole batch is assigned at once.
+
+The objectness branches learn centerness (:func:`centerness_targets`) or the IoU of the
+predicted box (:func:`iou_targets`, with IoU sampling) at the points that
+:func:`objectness_samples` selects: the center-sampling foreground, the whole foreground, or
+every point that is not ignored.
+
+Everything works in pixels; the tensor shapes used throughout are ``B`` images, ``P`` points
+and ``M`` (padded) boxes per image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+FCOS_STRIDES: tuple[int, ...] = (8, 16, 32, 64, 128)
+FCOS_SIZE_RANGES: tuple[tuple[float, float], ...] = (
+    (0, 64),
+    (64, 128),
+    (128, 256),
+    (256, 512),
+    (512, math.inf),
+)
+SAMPLE_SETS: tuple[str, ...] = ("center", "foreground", "all")
+BACKGROUND = -1
+IGNORE = -2
+
+_IOU_EPS = 1e-6
+# Boxes per int64 word in assign's bit-packed candidate search (bit 63 is the sign).
+_WORD_BITS = 63
+
+
+@dataclass(frozen=True)
+class Points:
+    """All anchor points of one (padded) image size, shared by every image of a batch.
+
+    Attributes:
+        xy: ``[P, 2]`` float ``(x, y)`` pixel positions, levels concatenated, row-major within a
+            level.
+        stride: ``[P]`` float stride of each point's level.
+        level: ``[P]`` int64 level index ``0 .. L-1``.
+        size_range: ``[P, 2]`` float ``(lower, upper]`` bounds on ``max(l*, t*, r*, b*)``.
+        num_per_level: ``L`` ints, the number of points of each level (``H_l * W_l``).
+        feature_sizes: ``L`` pairs ``(H_l, W_l)``. :func:`assign` relies on each level being
+            the product grid that :func:`make_points` builds (one stride and size range per
+            level), which lets it work on rows and columns separately.
+    """
+
+    xy: Tensor
+    stride: Tensor
+    level: Tensor
+    size_range: Tensor
+    num_per_level: list[int]
+    feature_sizes: list[tuple[int, int]]
+
+    def __post_init__(self) -> None:
+        if any(height < 1 or width < 1 for height, width in self.feature_sizes):
+            raise ValueError(f"feature sizes must be positive, got {self.feature_sizes}")
+        counts = [height * width for height, width in self.feature_sizes]
+        if counts != list(self.num_per_level):
+            raise ValueError(
+                f"num_per_level {self.num_per_level} does not match feature_sizes "
+                f"{self.feature_sizes}"
+            )
+        total = sum(counts)
+        shapes = {
+            "xy": (self.xy.shape, (total, 2)),
+            "stride": (self.stride.shape, (total,)),
+            "level": (self.level.shape, (total,)),
+            "size_range": (self.size_range.shape, (total, 2)),
+        }
+        for name, (shape, expected) in shapes.items():
+            if tuple(shape) != expected:
+                raise ValueError(f"Points.{name} has shape {tuple(shape)}, expected {expected}")
+
+
+def make_points(
+    feature_sizes: Sequence[tuple[int, int]],
+    strides: Sequence[float] = FCOS_STRIDES,
+    size_ranges: Sequence[tuple[float, float]] = FCOS_SIZE_RANGES,
+    *,
+    image_size: tuple[int, int] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Points:
+    """Anchor points of feature maps of sizes ``feature_sizes`` (``(H_l, W_l)`` per level).
+
+    Points lie at ``(col * step_x, row * step_y)``. Without ``image_size`` the steps are the
+    level's stride. With the padded batch size ``image_size = (H, W)`` they are
+    ``W // W_l`` and ``H // H_l``, torchvision's ``AnchorGenerator`` convention, which
+    differs from the stride on P6/P7 when ``H`` or ``W`` is not a multiple of 128 (e.g.
+    ``800 // 13 = 61``); the stride still scales the regression, the center-sampling radius and
+    the size ranges. FCOS-OWP uses the torchvision positions so that its checkpoints transfer.
+
+    ``strides`` and ``size_ranges`` give one entry per level. A level accepts a box at a point
+    when ``lower < max(l*, t*, r*, b*) <= upper``: half-open intervals, where torchvision uses
+    open ones with the same bounds (the two differ only when ``m`` lies exactly on a bound).
+    With the FCOS defaults the first lower bound is 0 and the last upper bound is infinite.
+    """
+    if not (len(feature_sizes) == len(strides) == len(size_ranges)):
+        raise ValueError(
+            f"need one stride and one size range per level: got {len(feature_sizes)} feature "
+            f"sizes, {len(strides)} strides and {len(size_ranges)} size ranges"
+        )
+    xy, stride, level, size_range = [], [], [], []
+    for index, ((height, width), step, bounds) in enumerate(
+        zip(feature_sizes, strides, size_ranges, strict=True)
+    ):
+        step_y, step_x = (
+            (step, step)
+            if image_size is None
+            else (
+                image_size[0] // height,
+                image_size[1] // width,
+            )
+        )
+        rows = torch.arange(height, device=device, dtype=dtype) * step_y
+        cols = torch.arange(width, device=device, dtype=dtype) * step_x
+        grid_y, grid_x = torch.meshgrid(rows, cols, indexing="ij")
+        xy.append(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))
+        count = height * width
+        stride.append(torch.full((count,), float(step), device=device, dtype=dtype))
+        level.append(torch.full((count,), index, device=device, dtype=torch.int64))
+        bounds_tensor = torch.tensor([float(b) for b in bounds], device=device, dtype=dtype)
+        size_range.append(bounds_tensor.expand(count, 2))
+    return Points(
+        xy=torch.cat(xy),
+        stride=torch.cat(stride),
+        level=torch.cat(level),
+        size_range=torch.cat(size_range),
+        num_per_level=[height * width for height, width in feature_sizes],
+        feature_sizes=[(int(height), int(width)) for height, width in feature_sizes],
+    )
+
+
+def pad_targets(
+    boxes: list[Tensor],
+    ignore: list[Tensor] | None = None,
+    labels: list[Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pad per-image ground truth to ``M = max_i M_i`` boxes.
+
+    Args:
+        boxes: ``B`` tensors ``[M_i, 4]`` xyxy pixels.
+        ignore: ``B`` bool tensors ``[M_i]`` flagging ignore (crowd) boxes; ``None``: none.
+        labels: ``B`` integer tensors ``[M_i]``; ``None``: zeros.
+
+    Returns:
+        ``boxes`` ``[B, M, 4]`` (zeros in the padding), ``valid`` ``[B, M]`` bool (True for a
+        real box), ``ignore`` ``[B, M]`` bool and ``labels`` ``[B, M]`` int64.
+    """
+    if not boxes:
+        raise ValueError("pad_targets needs at least one image")
+    for index, image_boxes in enumerate(boxes):
+        if image_boxes.dim() != 2 or image_boxes.shape[1] != 4:
+            raise ValueError(
+                f"boxes[{index}] has shape {tuple(image_boxes.shape)}, expected [M_i, 4]"
+            )
+    counts = [len(image_boxes) for image_boxes in boxes]
+    device = boxes[0].device
+    padded = pad_sequence(boxes, batch_first=True)
+    length = torch.tensor(counts, device=device)
+    valid = torch.arange(padded.shape[1], device=device)[None, :] < length[:, None]
+    return (
+        padded,
+        valid,
+        _pad_per_box("ignore", ignore, counts, valid, torch.bool),
+        _pad_per_box("labels", labels, counts, valid, torch.int64),
+    )
+
+
+def _pad_per_box(
+    name: str, values: list[Tensor] | None, counts: list[int], valid: Tensor, dtype: torch.dtype
+) -> Tensor:
+    """Pad ``B`` tensors ``[M_i]`` to ``valid``'s ``[B, M]`` (zeros where ``values`` is None)."""
+    if values is None:
+        return torch.zeros(valid.shape, dtype=dtype, device=valid.device)
+    if len(values) != len(counts):
+        raise ValueError(f"{name} has {len(values)} entries for {len(counts)} images")
+    for index, (image_values, count) in enumerate(zip(values, counts, strict=True)):
+        if tuple(image_values.shape) != (count,):
+            raise ValueError(
+                f"{name}[{index}] has shape {tuple(image_values.shape)}, expected ({count},)"
+            )
+    return pad_sequence([v.to(dtype) for v in values], batch_first=True).to(valid.device)
+
+
+def assign(
+    points: Points,
+    gt_boxes: Tensor,
+    gt_valid: Tensor,
+    gt_ignore: Tensor,
+    *,
+    center_radius: float | None = 1.5,
+) -> Tensor:
+    """Assign each point of each image to at most one ground-truth box (the FCOS rule).
+
+    A point is a candidate for a valid box when it lies strictly inside the box, when
+    ``lower < max(l*, t*, r*, b*) <= upper`` for its level (see :func:`make_points`) and,
+    unless ``center_radius`` is None, when ``|x - cx| < center_radius * s`` and
+    ``|y - cy| < center_radius * s`` for the box centre ``(cx, cy)`` (torchvision's center
+    sampling; the inside test clips that square to the box). The candidate with the smallest
+    area wins; equal areas go to the lower box index. Ignore boxes compete like the others,
+    and a point won by an ignore box is marked :data:`IGNORE`, to be left out of every loss.
+
+    The result equals torchvision's per-image ``[P, M]`` computation except where ``m`` lies
+    exactly on a level bound (half-open here, open there), yet no ``[B, P, M]`` array is
+    formed: on each level's grid the tests split into ``[B, W, M]`` column and ``[B, H, M]``
+    row parts, combined per point as bit-packed int64 words of 63 boxes.
+
+    Args:
+        points: the anchor points (``P`` of them) from :func:`make_points`.
+        gt_boxes: ``[B, M, 4]`` xyxy pixels, padded (:func:`pad_targets`).
+        gt_valid: ``[B, M]`` bool, False for padding.
+        gt_ignore: ``[B, M]`` bool, True for ignore (crowd) boxes.
+        center_radius: center-sampling radius in strides; None disables center sampling.
+
+    Returns:
+        ``[B, P]`` int64: the index into ``M`` of the assigned box, :data:`BACKGROUND` or
+        :data:`IGNORE`.
+    """
+    batch, num_boxes = gt_boxes.shape[:2]
+    if gt_boxes.shape[2:] != (4,) or gt_valid.shape != (batch, num_boxes):
+        raise ValueError(
+            f"expected gt_boxes [B, M, 4] and gt_valid [B, M], got {tuple(gt_boxes.shape)} and "
+            f"{tuple(gt_valid.shape)}"
+        )
+    if gt_ignore.shape != gt_valid.shape:
+        raise ValueError(f"gt_ignore has shape {tuple(gt_ignore.shape)}, expected [B, M]")
+    if gt_valid.dtype != torch.bool or gt_ignore.dtype != torch.bool:
+        raise ValueError(
+            f"gt_valid and gt_ignore must be bool, got {gt_valid.dtype} and {gt_ignore.dtype}"
+        )
+    num_points = points.xy.shape[0]
+    if num_boxes == 0:
+        return torch.full(
+            (batch, num_points), BACKGROUND, dtype=torch.int64, device=gt_boxes.device
+        )
+
+    # Sort each image's boxes by area (padding last, ties kept in index order): the winner at a
+    # point is then its first candidate in sorted order.
+    widths = gt_boxes[..., 2] - gt_boxes[..., 0]
+    heights = gt_boxes[..., 3] - gt_boxes[..., 1]
+    area = (widths * heights).masked_fill(~gt_valid, math.inf)
+    order = area.argsort(dim=-1, stable=True)
+    sorted_boxes = gt_boxes.gather(1, order[..., None].expand(-1, -1, 4))
+    sorted_valid = gt_valid.gather(1, order)
+    x0, y0, x1, y1 = (coordinate[:, None, :] for coordinate in sorted_boxes.unbind(-1))
+
+    first = []
+    start = 0
+    for height, width in points.feature_sizes:
+        # A level is a product grid: every condition splits into a column part and a row part,
+        # computed on [B, W, M] and [B, H, M] and only combined per point.
+        cols = points.xy[start : start + width, 0][None, :, None]
+        rows = points.xy[start : start + height * width : width, 1][None, :, None]
+        step = points.stride[start]
+        lower, upper = points.size_range[start]
+        radius = None if center_radius is None else center_radius * step
+        fits_x, beyond_x = _axis_conditions(cols, x0, x1, lower, upper, radius)
+        fits_y, beyond_y = _axis_conditions(rows, y0, y1, lower, upper, radius)
+        fits_x &= sorted_valid[:, None, :]
+        first.append(_first_candidate(fits_x, beyond_x, fits_y, beyond_y).flatten(1))
+        start += height * width
+
+    rank = torch.cat(first, dim=1)
+    found = rank < num_boxes
+    winner = order.gather(1, rank.clamp(max=num_boxes - 1))
+    matched = torch.where(found, winner, BACKGROUND)
+    ignored = found & gt_ignore.gather(1, winner)
+    return matched.masked_fill(ignored, IGNORE)
+
+
+def _first_candidate(fits_x: Tensor, beyond_x: Tensor, fits_y: Tensor, beyond_y: Tensor) -> Tensor:
+    """The first box (lowest index along ``M``) that is a candidate at each grid point.
+
+    Args:
+        fits_x, beyond_x: ``[B, W, M]`` bool column conditions (see :func:`_axis_conditions`).
+        fits_y, beyond_y: ``[B, H, M]`` bool row conditions.
+
+    Returns:
+        ``[B, H, W]`` int64 box index, ``M`` where no box is a candidate.
+
+    The point ``(row, col)`` is a candidate for box ``m`` when ``fits_x[col, m] & fits_y[row,
+    m] & (beyond_x[col, m] | beyond_y[row, m])``. Rather than forming that ``[B, H, W, M]``
+    array, the flags of up to 63 boxes are packed into the bits of one int64 per row or column,
+    the combination is done on ``[B, H, W]`` words, and the lowest set bit gives the index.
+    """
+    num_boxes = fits_x.shape[2]
+    powers = torch.ones((), dtype=torch.int64, device=fits_x.device) << torch.arange(
+        _WORD_BITS, device=fits_x.device
+    )
+    first = torch.full(
+        (fits_x.shape[0], fits_y.shape[1], fits_x.shape[1]), num_boxes, device=fits_x.device
+    )
+    # Later words first, so that an earlier word with a candidate overrides them.
+    for start in reversed(range(0, num_boxes, _WORD_BITS)):
+        bits = powers[: min(_WORD_BITS, num_boxes - start)]
+        word_x, free_x, word_y, free_y = (
+            (flags[..., start : start + len(bits)] * bits).sum(dim=-1)
+            for flags in (fits_x, beyond_x, fits_y, beyond_y)
+        )
+        word = word_x[:, None, :] & word_y[:, :, None] & (free_x[:, None, :] | free_y[:, :, None])
+        # word & -word keeps the lowest set bit, 2**k; frexp gives k + 1 exactly.
+        lowest = torch.frexp((word & -word).to(torch.float32)).exponent.to(torch.int64) - 1
+        first = torch.where(word != 0, start + lowest, first)
+    return first
+
+
+def _axis_conditions(
+    coords: Tensor,
+    low: Tensor,
+    high: Tensor,
+    lower: Tensor,
+    upper: Tensor,
+    radius: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Column (or row) part of the candidate test.
+
+    With ``coords`` ``[1, N, 1]`` and the box edges ``low``, ``high`` ``[B, 1, M]``, the
+    distances are ``d0 = coords - low`` and ``d1 = high - coords``. Returns two ``[B, N, M]``
+    bool tensors: ``fits`` (``min(d0, d1) > 0``, ``max(d0, d1) <= upper`` and, with a radius,
+    ``|coords - centre| < radius``) and ``beyond`` (``max(d0, d1) > lower``). A point is a
+    candidate when both axes fit and at least one axis is beyond the lower bound.
+    """
+    to_low = coords - low
+    to_high = high - coords
+    farthest = torch.maximum(to_low, to_high)
+    fits = (torch.minimum(to_low, to_high) > 0) & (farthest <= upper)
+    if radius is not None:
+        fits &= (coords - (low + high) / 2).abs() < radius
+    return fits, farthest > lower
+
+
+def ltrb_targets(points: Points, boxes: Tensor) -> Tensor:
+    """Regression targets ``(x - x0, y - y0, x1 - x, y1 - y)``.
+
+    Args:
+        points: ``P`` anchor points.
+        boxes: ``[B, P, 4]`` xyxy box per point (e.g. from :func:`gather_boxes`).
+
+    Returns:
+        ``[B, P, 4]`` ``(l*, t*, r*, b*)``.
+    """
+    xy = points.xy[None]
+    return torch.cat([xy - boxes[..., :2], boxes[..., 2:] - xy], dim=-1)
+
+
+def gather_boxes(gt_boxes: Tensor, matched: Tensor) -> Tensor:
+    """The assigned box of every point: ``[B, M, 4]`` and ``[B, P]`` -> ``[B, P, 4]``.
+
+    Points with ``matched < 0`` (background, ignore) get zeros.
+    """
+    batch, num_points = matched.shape
+    if gt_boxes.shape[1] == 0:
+        return gt_boxes.new_zeros((batch, num_points, 4))
+    index = matched.clamp(min=0)[..., None].expand(-1, -1, 4)
+    return gt_boxes.gather(1, index).masked_fill((matched < 0)[..., None], 0)
+
+
+def centerness_targets(ltrb: Tensor) -> Tensor:
+    """FCOS centerness ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))``.
+
+    Args:
+        ltrb: ``[..., 4]`` regression targets.
+
+    Returns:
+        ``[...]`` in ``[0, 1]``. Where a distance is not positive (a point outside its box, as
+        for background) the result is 0 instead of NaN.
+    """
+    left, top, right, bottom = ltrb.unbind(-1)
+    tiny = torch.finfo(ltrb.dtype).tiny
+    horizontal = torch.minimum(left, right).clamp(min=0) / torch.maximum(left, right).clamp(
+        min=tiny
+    )
+    vertical = torch.minimum(top, bottom).clamp(min=0) / torch.maximum(top, bottom).clamp(min=tiny)
+    return torch.sqrt(horizontal * vertical)
+
+
+def iou_targets(pred_ltrb: Tensor, target_ltrb: Tensor, *, threshold: float | None = 0.3) -> Tensor:
+    """IoU between the predicted and the target box at each point, as a constant target.
+
+    Both boxes share the point, so with ``I = (min(l, l*) + min(r, r*)) * (min(t, t*) +
+    min(b, b*))`` and ``U = (l* + r*)(t* + b*) + (l + r)(t + b) - I`` the IoU is ``I / U``
+    (``U`` clamped to at least 1e-6). IoU sampling: values below ``threshold`` become 0;
+    ``threshold=None`` keeps them.
+
+    Args:
+        pred_ltrb: ``[..., 4]`` predicted distances (detached here: no gradient flows).
+        target_ltrb: ``[..., 4]`` target distances.
+
+    Returns:
+        ``[...]`` IoU targets in ``[0, 1]`` for positive distances.
+    """
+    pred = pred_ltrb.detach()
+    target = target_ltrb.detach()
+    overlap = torch.minimum(pred, target)
+    intersection = (overlap[..., 0] + overlap[..., 2]) * (overlap[..., 1] + overlap[..., 3])
+    union = _area(target) + _area(pred) - intersection
+    iou = intersection / union.clamp(min=_IOU_EPS)
+    if threshold is None:
+        return iou
+    return iou.masked_fill(iou < threshold, 0)
+
+
+def _area(ltrb: Tensor) -> Tensor:
+    """Area ``(l + r) * (t + b)`` of ``[..., 4]`` distances: ``[...]``."""
+    return (ltrb[..., 0] + ltrb[..., 2]) * (ltrb[..., 1] + ltrb[..., 3])
+
+
+@dataclass(frozen=True)
+class ObjectnessSamples:
+    """Which points train the objectness branches, and against which box.
+
+    Attributes:
+        mask: ``[B, P]`` bool, the points that train the objectness branches.
+        matched: ``[B, P]`` int64, the box whose targets apply; :data:`BACKGROUND` where the
+            target is 0 and outside ``mask``.
+    """
+
+    mask: Tensor
+    matched: Tensor
+
+
+def objectness_samples(
+    sample_set: str, matched_cs: Tensor, matched_no_cs: Tensor
+) -> ObjectnessSamples:
+    """Objectness training samples for one of :data:`SAMPLE_SETS`.
+
+    * ``center``: the center-sampling foreground (FCOS default), targets w.r.t. its box.
+    * ``foreground``: every point assigned without center sampling, targets w.r.t. that box.
+    * ``all``: every point not marked :data:`IGNORE` by the assignment without center
+      sampling; its foreground gets targets w.r.t. its box, every other point target 0.
+
+    Ignore points are those of the assignment the set uses: ``matched_cs`` for ``center``,
+    ``matched_no_cs`` otherwise. So ``foreground`` is a subset of ``all``, and ``center`` is a
+    subset of ``foreground`` unless an ignore box wins a point only without center sampling.
+
+    Args:
+        sample_set: one of :data:`SAMPLE_SETS`.
+        matched_cs: ``[B, P]`` from :func:`assign` with center sampling.
+        matched_no_cs: ``[B, P]`` from :func:`assign` with ``center_radius=None``.
+    """
+    if sample_set not in SAMPLE_SETS:
+        raise ValueError(
+            f"unknown objectness sample set {sample_set!r}; expected one of "
+            f"{', '.join(SAMPLE_SETS)}"
+        )
+    if matched_cs.shape != matched_no_cs.shape:
+        raise ValueError(
+            f"matched_cs {tuple(matched_cs.shape)} and matched_no_cs "
+            f"{tuple(matched_no_cs.shape)} differ in shape"
+        )
+    assigned = matched_cs if sample_set == "center" else matched_no_cs
+    foreground = assigned >= 0
+    mask = assigned != IGNORE if sample_set == "all" else foreground
+    return ObjectnessSamples(mask=mask, matched=torch.where(foreground, assigned, BACKGROUND))

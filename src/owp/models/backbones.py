@@ -1,0 +1,197 @@
+"""ResNet + FPN backbones for FCOS-OWP, named exactly as torchvision's FCOS backbone.
+
+:func:`resnet_fpn_backbone` builds torchvision's own parts (a ResNet trunk with
+:class:`~torchvision.ops.misc.FrozenBatchNorm2d`, wrapped in
+:class:`~torchvision.models.detection.backbone_utils.BackboneWithFPN` with a
+:class:`~torchvision.ops.feature_pyramid_network.LastLevelP6P7` extra block), so the state dict
+keys are ``body.*`` and ``fpn.*`` as in ``fcos_resnet50_fpn().backbone`` and its checkpoints load
+unchanged. Pretrained ImageNet trunks are read from disk only: nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import (
+    ResNet,
+    WeightsEnum,
+    get_model_weights,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+)
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import misc as misc_nn_ops
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from owp.errors import OwpInputError
+
+RESNET_DEPTHS: tuple[int, ...] = (18, 34, 50, 101)
+
+_BUILDERS: dict[int, Callable[..., ResNet]] = {
+    18: resnet18,
+    34: resnet34,
+    50: resnet50,
+    101: resnet101,
+}
+
+# Trunk stages in the order they are unfrozen by ``trainable_layers`` (1 = layer4 only, ...,
+# 5 = everything including the stem), the same order as torchvision's ``_resnet_fpn_extractor``.
+_TRAINABLE_STAGES: tuple[tuple[str, ...], ...] = (
+    ("layer4",),
+    ("layer3",),
+    ("layer2",),
+    ("layer1",),
+    ("conv1", "bn1"),
+)
+
+# "IMAGENET1K_V1", "DEFAULT" or "ResNet50_Weights.IMAGENET1K_V1"; anything else is a file path.
+_ENUM_NAME = re.compile(r"^(?:\w+_Weights\.)?[A-Z][A-Z0-9_]*$")
+
+
+def resnet_fpn_backbone(
+    depth: int,
+    *,
+    out_channels: int = 256,
+    weights_backbone: str | Path | None = None,
+    trainable_layers: int = 3,
+) -> BackboneWithFPN:
+    """A ResNet-``depth`` trunk (frozen batch norm) with an FPN giving P3..P7.
+
+    The trunk returns C3, C4, C5 (``layer2``, ``layer3``, ``layer4``); the FPN maps them to
+    ``out_channels`` and ``LastLevelP6P7`` adds P6 (from P5) and P7. The returned module maps an
+    image batch ``[B, 3, H, W]`` to an ordered dict of five ``[B, out_channels, H_l, W_l]``
+    maps with keys ``"0"``, ``"1"``, ``"2"``, ``"p6"``, ``"p7"`` at strides 8, 16, 32, 64, 128
+    (each stride-2 step rounds up: ``H_l = ceil(H_{l-1} / 2)``). ``.out_channels`` is set.
+
+    Args:
+        depth: ResNet depth, one of :data:`RESNET_DEPTHS`.
+        out_channels: channels of every pyramid level.
+        weights_backbone: ``None`` for random initialisation; a torchvision weights name such
+            as ``"IMAGENET1K_V1"`` or ``"ResNet50_Weights.IMAGENET1K_V1"`` whose file is already
+            in the torch hub cache (``<torch.hub.get_dir()>/checkpoints/``); or the path of a
+            local trunk state dict (optionally under a ``"model"`` or ``"state_dict"`` key;
+            ``fc.*`` entries are ignored, every other trunk key must match).
+        trainable_layers: how many trunk stages train, counted from the top: 0 freezes the
+            whole trunk, 1 trains ``layer4``, ..., 4 adds ``layer1``, 5 adds the stem
+            (``conv1``). The FPN always trains; batch norm is always frozen.
+
+    Raises:
+        OwpInputError: bad depth, channel count or ``trainable_layers``; unknown weights name;
+            a weights file that is missing from the cache, unreadable or not a matching trunk.
+    """
+    if depth not in _BUILDERS:
+        choices = ", ".join(map(str, RESNET_DEPTHS))
+        raise OwpInputError(f"unsupported ResNet depth {depth!r}; choose one of {choices}")
+    if out_channels < 1:
+        raise OwpInputError(f"out_channels must be positive, got {out_channels}")
+    if not 0 <= trainable_layers <= len(_TRAINABLE_STAGES):
+        raise OwpInputError(
+            f"trainable_layers must be in [0, {len(_TRAINABLE_STAGES)}] (0 = frozen trunk, "
+            f"{len(_TRAINABLE_STAGES)} = all stages), got {trainable_layers}"
+        )
+
+    trunk = _BUILDERS[depth](weights=None, norm_layer=misc_nn_ops.FrozenBatchNorm2d)
+    # After layer4 ``inplanes`` is C5's width; C3 and C4 have a quarter and a half of it.
+    c5_channels = trunk.inplanes
+    backbone = BackboneWithFPN(
+        trunk,
+        return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
+        in_channels_list=[c5_channels // 4, c5_channels // 2, c5_channels],
+        out_channels=out_channels,
+        extra_blocks=LastLevelP6P7(out_channels, out_channels),
+    )
+    if weights_backbone is not None:
+        file = _weights_file(depth, weights_backbone)
+        _load_trunk(backbone.body, _read_state_dict(file), file, depth)
+
+    trainable = {name for stage in _TRAINABLE_STAGES[:trainable_layers] for name in stage}
+    for name, parameter in backbone.body.named_parameters():
+        if name.split(".", 1)[0] not in trainable:
+            parameter.requires_grad_(False)
+    return backbone
+
+
+def _weights_file(depth: int, weights_backbone: str | Path) -> Path:
+    """The file holding ``weights_backbone``: a path as given, or a cached torchvision file."""
+    if isinstance(weights_backbone, Path) or not _ENUM_NAME.match(weights_backbone):
+        return Path(weights_backbone)
+    weights = _resolve_weights(depth, weights_backbone)
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    if not file.is_file():
+        raise OwpInputError(
+            f"weights {type(weights).__name__}.{weights.name} are not in the torch hub cache and "
+            f"nothing is downloaded; fetch {weights.url} and place it at this path",
+            path=file,
+        )
+    return file
+
+
+def _resolve_weights(depth: int, name: str) -> WeightsEnum:
+    """The member of ``ResNet<depth>_Weights`` called ``name`` (bare or ``Class.MEMBER``)."""
+    enum = get_model_weights(_BUILDERS[depth])
+    class_name, _, member = name.rpartition(".")
+    choices = ", ".join(f"{enum.__name__}.{m}" for m in enum.__members__)
+    if class_name not in ("", enum.__name__) or member not in enum.__members__:
+        raise OwpInputError(
+            f"unknown weights {name!r} for a ResNet-{depth} backbone; choose one of {choices} "
+            "or give the path of a local state dict file"
+        )
+    return enum[member]
+
+
+def _read_state_dict(file: Path) -> dict[str, Tensor]:
+    """Tensors of a saved state dict, unwrapped from a ``"model"``/``"state_dict"`` entry."""
+    if not file.is_file():
+        raise OwpInputError("backbone weights file not found", path=file)
+    try:
+        content = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling/zip failure means an unreadable file
+        raise OwpInputError(
+            f"cannot read backbone weights ({type(error).__name__})", path=file
+        ) from error
+    if isinstance(content, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(content.get(key), dict):
+                content = content[key]
+                break
+    if not isinstance(content, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items()
+    ):
+        raise OwpInputError("backbone weights file is not a state dict of tensors", path=file)
+    return content
+
+
+def _load_trunk(body: nn.Module, state: dict[str, Tensor], file: Path, depth: int) -> None:
+    """Load ``state`` into the trunk: every trunk key required, ``fc.*`` ignored."""
+    given = {
+        k: v
+        for k, v in state.items()
+        if not k.startswith("fc.") and not k.endswith(".num_batches_tracked")
+    }
+    expected = body.state_dict()
+    missing = sorted(expected.keys() - given.keys())
+    unexpected = sorted(given.keys() - expected.keys())
+    mismatched = sorted(
+        k for k in expected.keys() & given.keys() if expected[k].shape != given[k].shape
+    )
+    problems = [
+        f"{len(keys)} {what} (e.g. {keys[0]})"
+        for keys, what in (
+            (missing, "missing keys"),
+            (unexpected, "unexpected keys"),
+            (mismatched, "keys with a different shape"),
+        )
+        if keys
+    ]
+    if problems:
+        raise OwpInputError(
+            f"not a ResNet-{depth} trunk state dict: {'; '.join(problems)}", path=file
+        )
+    body.load_state_dict(given)

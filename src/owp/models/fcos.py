@@ -1,0 +1,229 @@
+"""FCOS-OWP: transform → backbone → head → (losses | postprocess).
+
+The one-stage open-world proposal model of Konan, Liang and Yin ("Extending One-Stage Detection
+with Open-World Proposals"): torchvision's FCOS with learned objectness branches (centerness,
+IoU, conditional variants), center sampling, IoU sampling and objectness sample sets. Every part
+it shares with torchvision's FCOS keeps torchvision's state-dict name and location convention,
+so a torchvision ``fcos_resnet50_fpn`` checkpoint loads (new branches keep their init) and,
+scored as ``cls*centerness``, gives torchvision's detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from owp.models.assign import (
+    IGNORE,
+    SAMPLE_SETS,
+    Points,
+    assign,
+    centerness_targets,
+    gather_boxes,
+    iou_targets,
+    ltrb_targets,
+    make_points,
+    objectness_samples,
+    pad_targets,
+)
+from owp.models.backbones import resnet_fpn_backbone
+from owp.models.heads import FCOSOWPHead
+from owp.models.losses import (
+    classification_loss,
+    global_normalizer,
+    objectness_loss,
+    regression_loss,
+)
+from owp.models.postprocess import PostprocessConfig, decode_boxes, postprocess
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class FCOSOWPConfig:
+    """Everything that defines an FCOS-OWP model (see DESIGN.md §4 for the methods).
+
+    Architecture: ``depth`` (ResNet), ``out_channels`` (FPN and head width), ``num_convs`` (per
+    tower), ``norm_groups``, ``num_classes`` (``None``: class-agnostic, no classifier),
+    ``objectness`` branches and ``conditional`` / ``conditional_detach``.
+    Backbone weights: ``weights_backbone`` (torchvision weights name in the local cache, or a
+    file) and ``trainable_layers``.
+    Training targets: ``center_radius`` (center sampling, ``None`` disables),
+    ``iou_sample_threshold`` (IoU sampling, ``None`` disables), ``objectness_samples``
+    (``center`` / ``foreground`` / ``all``).
+    Inference: ``scoring``, ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``,
+    ``post_nms_top_n``. Input transform (torchvision's): ``min_size``, ``max_size``,
+    ``image_mean``, ``image_std``.
+    """
+
+    depth: int = 50
+    out_channels: int = 256
+    num_convs: int = 4
+    norm_groups: int = 32
+    num_classes: int | None = None
+    objectness: tuple[str, ...] = ("centerness", "iou")
+    conditional: bool = False
+    conditional_detach: bool = True
+    weights_backbone: str | None = None
+    trainable_layers: int = 3
+    center_radius: float | None = 1.5
+    iou_sample_threshold: float | None = 0.3
+    objectness_samples: str = "center"
+    scoring: str = "iou"
+    score_thresh: float = 0.0
+    nms_thresh: float = 0.6
+    pre_nms_top_n: int = 2000
+    post_nms_top_n: int = 100
+    min_size: int = 800
+    max_size: int = 1333
+    image_mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
+    image_std: tuple[float, ...] = field(default=IMAGENET_STD)
+
+    def __post_init__(self) -> None:
+        self.objectness = (
+            (self.objectness,) if isinstance(self.objectness, str) else tuple(self.objectness)
+        )
+        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
+        if self.objectness_samples not in SAMPLE_SETS:
+            raise ValueError(
+                f"unknown objectness_samples {self.objectness_samples!r}; "
+                f"use one of {', '.join(SAMPLE_SETS)}"
+            )
+        self.postprocess_config()  # validates the scoring and selection options
+
+    def postprocess_config(self) -> PostprocessConfig:
+        return PostprocessConfig(
+            scoring=self.scoring,
+            score_thresh=self.score_thresh,
+            nms_thresh=self.nms_thresh,
+            pre_nms_top_n=self.pre_nms_top_n,
+            post_nms_top_n=self.post_nms_top_n,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FCOSOWP(nn.Module):
+    """FCOS with learned objectness; the torchvision detection model contract.
+
+    ``model(images)`` with ``images`` a list of ``Tensor[3, H, W]`` in 0..1:
+
+    * training mode, with ``targets`` (per image ``boxes`` ``[N, 4]`` xyxy, ``labels`` ``[N]``
+      0-based, optional ``ignore`` ``[N]`` bool): a dict of losses ``classification`` (when the
+      model classifies), ``bbox_regression``, ``bbox_ctrness`` / ``bbox_iou`` (per branch);
+    * eval mode: per image ``boxes`` ``[K, 4]`` (xyxy, original image coordinates), ``scores``,
+      ``objectness``, and when the model classifies ``labels`` and ``class_scores``.
+    """
+
+    def __init__(self, config: FCOSOWPConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transform = GeneralizedRCNNTransform(
+            config.min_size, config.max_size, list(config.image_mean), list(config.image_std)
+        )
+        self.backbone = resnet_fpn_backbone(
+            config.depth,
+            out_channels=config.out_channels,
+            weights_backbone=config.weights_backbone,
+            trainable_layers=config.trainable_layers,
+        )
+        self.head = FCOSOWPHead(
+            config.out_channels,
+            config.num_classes,
+            num_convs=config.num_convs,
+            objectness=config.objectness,
+            conditional=config.conditional,
+            conditional_detach=config.conditional_detach,
+            norm_groups=config.norm_groups,
+        )
+        self.postprocess_config = config.postprocess_config()
+
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        if self.training and targets is None:
+            raise ValueError("FCOSOWP needs targets in training mode")
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        image_list, targets = self.transform(images, targets)
+        features = list(self.backbone(image_list.tensors).values())
+        outputs = self.head(features)
+        points = make_points(
+            [(f.shape[-2], f.shape[-1]) for f in features],
+            image_size=(image_list.tensors.shape[-2], image_list.tensors.shape[-1]),
+            device=image_list.tensors.device,
+        )
+        if self.training:
+            return self.compute_losses(outputs, points, targets)
+        detections = postprocess(
+            outputs,
+            points.xy,
+            points.stride,
+            points.num_per_level,
+            image_list.image_sizes,
+            self.postprocess_config,
+        )
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def compute_losses(
+        self, outputs: dict[str, Tensor], points: Points, targets: list[dict[str, Tensor]]
+    ) -> dict[str, Tensor]:
+        """The FCOS-OWP losses for a batch (DESIGN.md §4), each already normalised."""
+        cfg = self.config
+        boxes, valid, ignore, labels = pad_targets(
+            [t["boxes"] for t in targets],
+            [t.get("ignore", torch.zeros(len(t["boxes"]), dtype=torch.bool)) for t in targets],
+            [t["labels"] for t in targets],
+        )
+        matched = assign(points, boxes, valid, ignore, center_radius=cfg.center_radius)
+        foreground = matched >= 0
+        num_foreground = global_normalizer(foreground.sum(), boxes.device)
+        losses: dict[str, Tensor] = {}
+        if "cls_logits" in outputs:
+            fg_labels = (
+                labels.gather(1, matched.clamp(min=0))
+                if labels.shape[1]
+                else torch.zeros_like(matched)
+            )
+            losses["classification"] = classification_loss(
+                outputs["cls_logits"], fg_labels, foreground, matched != IGNORE, num_foreground
+            )
+        regression = outputs["bbox_regression"]
+        pred_boxes = decode_boxes(points.xy, points.stride, regression)
+        target_boxes = gather_boxes(boxes, matched)
+        losses["bbox_regression"] = regression_loss(
+            pred_boxes[foreground], target_boxes[foreground], num_foreground
+        )
+        losses.update(self._objectness_losses(outputs, points, boxes, valid, ignore, matched))
+        return losses
+
+    def _objectness_losses(self, outputs, points, boxes, valid, ignore, matched) -> dict:
+        cfg = self.config
+        matched_no_cs = (
+            matched
+            if cfg.objectness_samples == "center"
+            else assign(points, boxes, valid, ignore, center_radius=None)
+        )
+        samples = objectness_samples(cfg.objectness_samples, matched, matched_no_cs)
+        positive = samples.matched >= 0
+        target_ltrb = ltrb_targets(points, gather_boxes(boxes, samples.matched))
+        normalizer = global_normalizer(samples.mask.sum(), boxes.device)
+        losses = {}
+        if "bbox_ctrness" in outputs:
+            target = torch.where(positive, centerness_targets(target_ltrb), 0.0)
+            losses["bbox_ctrness"] = objectness_loss(
+                outputs["bbox_ctrness"][..., 0][samples.mask], target[samples.mask], normalizer
+            )
+        if "bbox_iou" in outputs:
+            pred_ltrb = outputs["bbox_regression"] * points.stride[:, None]
+            iou = iou_targets(pred_ltrb, target_ltrb, threshold=cfg.iou_sample_threshold)
+            target = torch.where(positive, iou, 0.0)
+            losses["bbox_iou"] = objectness_loss(
+                outputs["bbox_iou"][..., 0][samples.mask], target[samples.mask], normalizer
+            )
+        return losses
