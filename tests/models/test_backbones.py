@@ -42,11 +42,15 @@ def test_pyramid_levels_p3_to_p7(depth):
     assert list(out) == ["0", "1", "2", "p6", "p7"]
 
 
-def test_batch_norm_is_frozen():
-    backbone = resnet_fpn_backbone(18)
+def test_batch_norm_is_frozen_when_asked_and_trainable_from_scratch():
+    backbone = resnet_fpn_backbone(18, norm="frozen")
     kinds = {type(m) for m in backbone.modules()}
     assert FrozenBatchNorm2d in kinds
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
+    scratch = resnet_fpn_backbone(18)  # "auto" without weights: trainable BN, whole trunk
+    assert any(isinstance(m, nn.BatchNorm2d) for m in scratch.modules())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in scratch.modules())
+    assert all(p.requires_grad for p in scratch.body.parameters())
 
 
 def _trainable_stages(backbone) -> set[str]:
@@ -64,7 +68,7 @@ def _trainable_stages(backbone) -> set[str]:
     ],
 )
 def test_trainable_layers_count_from_layer4_down(layers, stages):
-    backbone = resnet_fpn_backbone(18, trainable_layers=layers)
+    backbone = resnet_fpn_backbone(18, trainable_layers=layers, norm="frozen")
     assert _trainable_stages(backbone) == stages
     # Within a stage all parameters share one setting, and the FPN always trains.
     for name, parameter in backbone.body.named_parameters():
@@ -89,10 +93,11 @@ def test_names_and_outputs_match_torchvision_fcos():
             nn.init.uniform_(module.weight, 0.5, 1.5)
             nn.init.uniform_(module.bias, -0.1, 0.1)
     reference.eval()
-    ours = resnet_fpn_backbone(50)
-    # Without pretrained weights torchvision builds plain BatchNorm2d, whose only extra
-    # entries are ``num_batches_tracked`` counters; FrozenBatchNorm2d drops them on load.
+    # Without pretrained weights torchvision builds plain BatchNorm2d, as owp does by default:
+    # identical keys. The frozen variant lacks only the ``num_batches_tracked`` counters.
     reference_state = reference.state_dict()
+    assert set(resnet_fpn_backbone(50).state_dict()) == set(reference_state)
+    ours = resnet_fpn_backbone(50, norm="frozen")
     shared = {k for k in reference_state if not k.endswith(".num_batches_tracked")}
     assert set(ours.state_dict()) == shared
     ours.load_state_dict(reference_state, strict=True)

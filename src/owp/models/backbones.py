@@ -33,6 +33,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from owp.errors import OwpInputError
 
 RESNET_DEPTHS: tuple[int, ...] = (18, 34, 50, 101)
+NORMS: tuple[str, ...] = ("auto", "frozen", "batch")
 
 _BUILDERS: dict[int, Callable[..., ResNet]] = {
     18: resnet18,
@@ -60,7 +61,8 @@ def resnet_fpn_backbone(
     *,
     out_channels: int = 256,
     weights_backbone: str | Path | None = None,
-    trainable_layers: int = 3,
+    trainable_layers: int | None = None,
+    norm: str = "auto",
 ) -> BackboneWithFPN:
     """A ResNet-``depth`` trunk (frozen batch norm) with an FPN giving P3..P7.
 
@@ -80,7 +82,12 @@ def resnet_fpn_backbone(
             ``fc.*`` entries are ignored, every other trunk key must match).
         trainable_layers: how many trunk stages train, counted from the top: 0 freezes the
             whole trunk, 1 trains ``layer4``, ..., 4 adds ``layer1``, 5 adds the stem
-            (``conv1``). The FPN always trains; batch norm is always frozen.
+            (``conv1``). The FPN always trains. ``None``: 3 with pretrained weights, 5 without
+            (torchvision's rule: a random trunk is trained whole).
+        norm: trunk normalisation: ``"frozen"`` (``FrozenBatchNorm2d``, for pretrained trunks),
+            ``"batch"`` (trainable ``BatchNorm2d``, for training from scratch) or ``"auto"``
+            (frozen with ``weights_backbone``, batch without — what torchvision's FCOS builder
+            does).
 
     Raises:
         OwpInputError: bad depth, channel count or ``trainable_layers``; unknown weights name;
@@ -91,13 +98,21 @@ def resnet_fpn_backbone(
         raise OwpInputError(f"unsupported ResNet depth {depth!r}; choose one of {choices}")
     if out_channels < 1:
         raise OwpInputError(f"out_channels must be positive, got {out_channels}")
+    if norm not in NORMS:
+        raise OwpInputError(f"unknown backbone norm {norm!r}; choose one of {', '.join(NORMS)}")
+    pretrained = weights_backbone is not None
+    if trainable_layers is None:
+        trainable_layers = 3 if pretrained else len(_TRAINABLE_STAGES)
+    if norm == "auto":
+        norm = "frozen" if pretrained else "batch"
     if not 0 <= trainable_layers <= len(_TRAINABLE_STAGES):
         raise OwpInputError(
             f"trainable_layers must be in [0, {len(_TRAINABLE_STAGES)}] (0 = frozen trunk, "
             f"{len(_TRAINABLE_STAGES)} = all stages), got {trainable_layers}"
         )
 
-    trunk = _BUILDERS[depth](weights=None, norm_layer=misc_nn_ops.FrozenBatchNorm2d)
+    norm_layer = misc_nn_ops.FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
+    trunk = _BUILDERS[depth](weights=None, norm_layer=norm_layer)
     # After layer4 ``inplanes`` is C5's width; C3 and C4 have a quarter and a half of it.
     c5_channels = trunk.inplanes
     backbone = BackboneWithFPN(

@@ -51,8 +51,10 @@ class FCOSOWPConfig:
     Architecture: ``depth`` (ResNet), ``out_channels`` (FPN and head width), ``num_convs`` (per
     tower), ``norm_groups``, ``num_classes`` (``None``: class-agnostic, no classifier),
     ``objectness`` branches and ``conditional`` / ``conditional_detach``.
-    Backbone weights: ``weights_backbone`` (torchvision weights name in the local cache, or a
-    file) and ``trainable_layers``.
+    Backbone: ``weights_backbone`` (torchvision weights name in the local cache, or a file),
+    ``trainable_layers`` and ``backbone_norm`` (see
+    :func:`~owp.models.backbones.resnet_fpn_backbone`: frozen BN for pretrained trunks,
+    trainable BN from scratch).
     Training targets: ``center_radius`` (center sampling, ``None`` disables),
     ``iou_sample_threshold`` (IoU sampling, ``None`` disables), ``objectness_samples``
     (``center`` / ``foreground`` / ``all``).
@@ -70,7 +72,8 @@ class FCOSOWPConfig:
     conditional: bool = False
     conditional_detach: bool = True
     weights_backbone: str | None = None
-    trainable_layers: int = 3
+    trainable_layers: int | None = None
+    backbone_norm: str = "auto"
     center_radius: float | None = 1.5
     iou_sample_threshold: float | None = 0.3
     objectness_samples: str = "center"
@@ -132,6 +135,7 @@ class FCOSOWP(nn.Module):
             out_channels=config.out_channels,
             weights_backbone=config.weights_backbone,
             trainable_layers=config.trainable_layers,
+            norm=config.backbone_norm,
         )
         self.head = FCOSOWPHead(
             config.out_channels,
