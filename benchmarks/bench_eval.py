@@ -30,17 +30,25 @@ def main() -> None:
         f"{args.images} images, {len(gt['annotations'])} ground-truth boxes, "
         f"{len(proposals)} proposals"
     )
-    print(f"{'protocol':>8}  {'owp (s)':>8}  {'pycocotools (s)':>15}  {'speed-up':>8}  identical AR")
+    print(
+        f"{'protocol':>8}  {'owp (s)':>8}  {'pycocotools (s)':>15}  {'speed-up':>8}  identical AR"
+    )
     for protocol in args.protocols.split(","):
         times, results = {}, {}
         for engine in ("faster-coco-eval", "pycocotools"):
             start = time.perf_counter()
-            results[engine] = evaluate_proposals(gt, proposals, split, protocol=protocol, engine=engine)
+            results[engine] = evaluate_proposals(
+                gt, proposals, split, protocol=protocol, engine=engine
+            )
             times[engine] = time.perf_counter() - start
         fast, slow = times["faster-coco-eval"], times["pycocotools"]
         same = results["faster-coco-eval"] == results["pycocotools"]
         print(f"{protocol:>8}  {fast:8.1f}  {slow:15.1f}  {slow / fast:7.1f}x  {same}")
-    print(f"AR@100 (strict) = {results['faster-coco-eval']['AR@100']:.4f}" if "strict" in args.protocols else "")
+    print(
+        f"AR@100 (strict) = {results['faster-coco-eval']['AR@100']:.4f}"
+        if "strict" in args.protocols
+        else ""
+    )
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
-    if not hasattr(args, "run"):
+    if not hasattr(args, "handler"):
         parser.print_help()
         return 2
-    from owp.errors import OwpInputError
+    from owp.errors import OwpInputError, TrainingError
 
     try:
-        args.run(args)
-    except OwpInputError as err:
+        args.handler(args)
+    except (OwpInputError, TrainingError) as err:
         print(f"owp: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. an output folder that cannot be created: one line, no traceback
@@ -51,16 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="generate the synthetic open-world set and evaluate proposals on its novel classes",
-        description="Generate (once, cached) the embedded synthetic open-world dataset, propose "
-        "boxes on its val images, and report novel-class AR@k under both protocols.",
-    )
-    demo.add_argument(
-        "--data", type=Path, help="dataset folder (default: the cached synthetic set)"
+        help="train FCOS-OWP on the synthetic open-world set and compare novel-class recall",
+        description="Generate (once, cached) the synthetic open-world set, train fcos_owp_tiny "
+        "with IoU-CS-IS objectness on its base classes for --minutes, and compare novel-class "
+        "AR@k (strict) scored by IoU, by centerness, and of a non-learned baseline.",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    demo.set_defaults(run=_run_demo)
+    demo.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    demo.add_argument("--minutes", type=float, default=4.0, help="training time budget (default 4)")
+    demo.set_defaults(handler=_run_demo)
 
+    _add_model_commands(commands)
     _add_data_commands(commands)
 
     baseline = commands.add_parser(
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     baseline.add_argument("--seed", type=int, default=0)
     baseline.add_argument("--out", required=True, type=Path, help="proposals JSON to write")
-    baseline.set_defaults(run=_run_propose_baseline)
+    baseline.set_defaults(handler=_run_propose_baseline)
 
     proposals = commands.add_parser(
         "eval-proposals",
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="10,20,50,100,300,1000",
         help="budgets k (default 10,20,50,100,300,1000)",
     )
-    proposals.set_defaults(run=_run_eval_proposals)
+    proposals.set_defaults(handler=_run_eval_proposals)
 
     detections = commands.add_parser(
         "eval-detections",
@@ -113,8 +114,71 @@ def build_parser() -> argparse.ArgumentParser:
         "classes; category_id must be a dataset category id.",
     )
     _add_evaluation_arguments(detections, "--detections")
-    detections.set_defaults(run=_run_eval_detections)
+    detections.set_defaults(handler=_run_eval_detections)
     return parser
+
+
+def _add_model_commands(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a model from a preset or a YAML config",
+        description="Iteration-based training (SGD, warm-up, lr steps, AMP on CUDA) into a run "
+        "folder: config.yaml, metrics.csv, TensorBoard events, checkpoints, val metrics. "
+        "Multi-GPU: torchrun --nproc_per_node N -m owp.cli train ...",
+    )
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--preset", default="demo", help="shipped preset (see `owp presets`)")
+    source.add_argument("--config", type=Path, help="YAML run config (same layout as presets)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.max_iters=200 or model.scoring=geomean",
+    )
+    train.add_argument("--out", type=Path, help="run folder (default runs/<preset>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--init", help="initialise weights from this checkpoint")
+    train.add_argument("--device", help="auto, cpu or cuda (default: the config's)")
+    train.set_defaults(handler=_run_train)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a trained model: novel-class AR@k (and base AP when it classifies)",
+        description="Predict on a dataset with a run's model, write proposals.json and "
+        "metrics.json, print the table.",
+    )
+    evaluate.add_argument("run", help="run folder or checkpoint file")
+    evaluate.add_argument(
+        "--data", help="dataset folder or instances JSON (default: the run's val)"
+    )
+    evaluate.add_argument("--part", default="val", help="part of a dataset folder (default val)")
+    evaluate.add_argument("--images", type=Path, help="images folder (default: found)")
+    evaluate.add_argument("--split", help="split (default: the run's)")
+    evaluate.add_argument("--protocol", choices=("strict", "oln"), default="strict")
+    evaluate.add_argument("--max-dets", default="10,20,50,100,300,1000", help="budgets k")
+    evaluate.add_argument("--scoring", help="override the scoring mode (e.g. centerness, iou)")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--out", type=Path, help="output folder (default <run>/eval)")
+    evaluate.set_defaults(handler=_run_eval)
+
+    predict = commands.add_parser(
+        "predict",
+        help="proposals for images: JSON per image and overlay PNGs of the top-k boxes",
+        description="Run a trained model on image files or folders.",
+    )
+    predict.add_argument("run", help="run folder or checkpoint file")
+    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument("--out", type=Path, required=True, help="output folder")
+    predict.add_argument("--top-k", type=int, default=20, help="boxes drawn per overlay")
+    predict.add_argument("--scoring", help="override the scoring mode")
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(handler=_run_predict)
+
+    presets = commands.add_parser("presets", help="list the shipped training presets")
+    presets.set_defaults(handler=_run_presets)
+    models = commands.add_parser("models", help="list the model names for create_model")
+    models.set_defaults(handler=_run_models)
 
 
 def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str) -> None:
@@ -136,7 +200,7 @@ def _add_data_commands(commands) -> None:
         "data", help="make, split and inspect datasets", description="Dataset tools."
     )
     sub = data.add_subparsers(title="data commands", metavar="DATA_COMMAND")
-    data.set_defaults(run=lambda args: data.print_help())
+    data.set_defaults(handler=lambda args: data.print_help())
 
     synth = sub.add_parser(
         "synth",
@@ -157,7 +221,7 @@ def _add_data_commands(commands) -> None:
     )
     synth.add_argument("--format", choices=("jpg", "png"), default="jpg")
     synth.add_argument("--force", action="store_true", help="overwrite an existing dataset")
-    synth.set_defaults(run=_run_data_synth)
+    synth.set_defaults(handler=_run_data_synth)
 
     split = sub.add_parser(
         "split",
@@ -168,7 +232,7 @@ def _add_data_commands(commands) -> None:
     split.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
     split.add_argument("--out", required=True, type=Path, help="output folder")
     split.add_argument("--force", action="store_true", help="overwrite existing files")
-    split.set_defaults(run=_run_data_split)
+    split.set_defaults(handler=_run_data_split)
 
     stats = sub.add_parser(
         "stats",
@@ -183,13 +247,114 @@ def _add_data_commands(commands) -> None:
     )
     stats.add_argument("--no-image-check", action="store_true", help="do not decode every image")
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
-    stats.set_defaults(run=_run_data_stats)
+    stats.set_defaults(handler=_run_data_stats)
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from owp.demo import run_demo
 
-    run_demo(data=args.data, out=args.out)
+    if args.minutes <= 0:
+        from owp.errors import OwpInputError
+
+        raise OwpInputError(f"--minutes must be positive, got {args.minutes}")
+    run_demo(out=args.out, device=args.device, minutes=args.minutes)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from owp.config import apply_overrides, load_config_file, load_preset
+    from owp.engine.trainer import train
+
+    if args.config is not None:
+        config = load_config_file(args.config)
+        name = args.config.stem
+    else:
+        config = load_preset(args.preset)
+        name = args.preset
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.init:
+        overrides.append(f"train.init={args.init}")
+    config = apply_overrides(config, overrides)
+    run_dir = args.out or Path("runs") / name
+    result = train(config, run_dir, resume=args.resume)
+    _print_run_metrics(
+        result.metrics, f"{run_dir}: {result.step} steps in {result.seconds:.0f} s; val recall"
+    )
+    print(f"checkpoint: {result.checkpoint}")
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from owp.data.locate import locate, locate_split
+    from owp.engine.dist import resolve_device
+    from owp.engine.inference import evaluate_model
+    from owp.engine.runs import load_with_config
+    from owp.evaluation.proposals import check_max_dets
+
+    max_dets = check_max_dets(args.max_dets)
+    overrides = {"scoring": args.scoring} if args.scoring else {}
+    model, saved = load_with_config(args.run, **overrides)
+    model.to(resolve_device(args.device))
+    data = args.data if args.data is not None else saved["data"]["val"]
+    ann_file, images = locate(data, args.part, args.images)
+    split = args.split or locate_split(saved["data"]["split"], data)
+    out = (
+        args.out or (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "eval"
+    )
+    metrics = evaluate_model(
+        model,
+        ann_file,
+        images,
+        split,
+        protocol=args.protocol,
+        max_dets=max_dets,
+        batch_size=args.batch_size,
+        out_dir=out,
+        progress=True,
+    )
+    _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol']} protocol")
+    print(f"proposals and metrics in {out}")
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    from owp.engine.dist import resolve_device
+    from owp.engine.inference import image_paths, predict_images
+    from owp.engine.runs import load
+    from owp.errors import OwpInputError
+
+    if args.top_k < 1:
+        raise OwpInputError(f"--top-k must be a positive integer, got {args.top_k}")
+    paths = image_paths(args.inputs)
+    overrides = {"scoring": args.scoring} if args.scoring else {}
+    model = load(args.run, **overrides).to(resolve_device(args.device))
+    written = predict_images(model, paths, args.out, top_k=args.top_k, progress=True)
+    print(f"wrote proposals (JSON) and overlays (PNG) for {len(written)} images to {args.out}")
+
+
+def _run_presets(args: argparse.Namespace) -> None:
+    from owp.config import list_presets
+
+    presets = list_presets()
+    width = max(map(len, presets))
+    for name, description in presets.items():
+        print(f"{name:<{width}}  {description}")
+
+
+def _run_models(args: argparse.Namespace) -> None:
+    from owp.models import list_models
+
+    models = list_models()
+    width = max(map(len, models))
+    for name, description in models.items():
+        print(f"{name:<{width}}  {description}")
+
+
+def _print_run_metrics(metrics: dict, title: str) -> None:
+    from owp.evaluation.report import metrics_table
+
+    columns = [k for k in metrics if k.startswith(("AR", "AP"))]
+    if columns:
+        print(metrics_table([metrics], columns, title=f"{title} (%)"))
 
 
 def _run_data_synth(args: argparse.Namespace) -> None:

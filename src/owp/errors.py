@@ -18,3 +18,8 @@ class OwpInputError(ValueError):
         self.path = None if path is None else Path(path)
         text = message if path is None else f"{path}: {message}"
         super().__init__(text)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, too many unreadable images): one line that
+    names the step and the last good checkpoint or the offending file."""

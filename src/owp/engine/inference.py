@@ -1,14 +1,25 @@
-"""Running a proposal generator over a dataset and writing COCO results."""
+"""Running models and proposal generators over datasets: COCO results and their metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from owp.data.coco import CocoDetection, read_coco_json
+from owp.data.images import read_image_tensor
+from owp.errors import OwpInputError
+from owp.evaluation.detection import evaluate_detections
+from owp.evaluation.proposals import DEFAULT_MAX_DETS, evaluate_proposals
+from owp.files import write_json
 from owp.models.baselines import random_proposals, sliding_window_proposals
+from owp.viz.overlays import save_overlay
 
 Results = list[dict[str, Any]]
 SizeProposer = Callable[[int, int], dict[str, torch.Tensor]]
@@ -52,3 +63,142 @@ def propose_for_images(
         output = proposer(int(info["width"]), int(info["height"]))
         results.extend(to_coco_results(info["id"], output))
     return results
+
+
+def predict_dataset(
+    model: nn.Module,
+    dataset: CocoDetection,
+    *,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    progress: bool = False,
+) -> Results:
+    """Run ``model`` (eval mode, no grad) over every image of ``dataset``; COCO results.
+
+    Contiguous labels of a classifying model become the split's dataset category ids.
+    """
+    device = next(model.parameters()).device
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_as_lists,
+    )
+    was_training = model.training
+    model.eval()
+    results: Results = []
+    with torch.inference_mode():
+        for images, targets in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
+            outputs = model([image.to(device) for image in images])
+            for output, target in zip(outputs, targets, strict=True):
+                if "labels" in output:
+                    ids = torch.tensor(dataset.split.base_ids, device=output["labels"].device)
+                    output = {**output, "labels": ids[output["labels"]]}
+                results.extend(to_coco_results(target["image_id"], output))
+    model.train(was_training)
+    return results
+
+
+def evaluate_model(
+    model: nn.Module,
+    ann_file: str | Path,
+    images_dir: str | Path,
+    split: str | Path,
+    *,
+    protocol: str = "strict",
+    max_dets: Sequence[int] = DEFAULT_MAX_DETS,
+    batch_size: int = 8,
+    out_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Novel-class AR@k of ``model``'s proposals (and base AP when it classifies).
+
+    The model keeps up to ``max(max_dets)`` boxes per image for the evaluation. With
+    ``out_dir``, the proposals (``proposals.json``) and metrics (``metrics.json``) are written.
+    """
+    dataset = CocoDetection(images_dir, ann_file, split, training=False)
+    config = model.postprocess_config
+    model.postprocess_config = replace(config, post_nms_top_n=max(max_dets))
+    try:
+        results = predict_dataset(model, dataset, batch_size=batch_size, progress=progress)
+    finally:
+        model.postprocess_config = config
+    coco = read_coco_json(ann_file)
+    metrics = evaluate_proposals(coco, results, dataset.split, protocol=protocol, max_dets=max_dets)
+    metrics["scoring"] = config.scoring
+    if results and "category_id" in results[0] and dataset.split.base_ids:
+        detections = evaluate_detections(coco, results, dataset.split)
+        metrics.update({k: v for k, v in detections.items() if k.startswith("AP")})
+    if out_dir is not None:
+        write_json(Path(out_dir) / "proposals.json", results, indent=None)
+        write_json(Path(out_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def _as_lists(items: list) -> tuple:
+    """Collate ``[(image, target), ...]`` into ``(images, targets)`` without stacking."""
+    return tuple(zip(*items, strict=True))
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named directly or found (sorted, not recursively) in named folders."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise OwpInputError("folder holds no image files", path=item)
+            paths.extend(found)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise OwpInputError("image or folder not found", path=item)
+    return paths
+
+
+def predict_images(
+    model: nn.Module,
+    paths: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    top_k: int = 20,
+    class_names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> list[Path]:
+    """Proposals for image files: ``<stem>.json`` (all kept boxes) and ``<stem>.png`` (top-k).
+
+    Each JSON is a list of ``{"bbox": [x, y, w, h], "score", "objectness"}`` (plus ``"label"``
+    and ``"class_score"`` when the model classifies), best first. Returns the PNG paths.
+    """
+    out_dir = Path(out_dir)
+    device = next(model.parameters()).device
+    model.eval()
+    written = []
+    with torch.inference_mode():
+        for path in tqdm(paths, desc="predicting", unit="img", disable=not progress):
+            image = read_image_tensor(path)
+            output = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
+            boxes = output["boxes"]
+            xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+            records = []
+            for index in range(len(boxes)):
+                record = {
+                    "bbox": [round(v, 2) for v in xywh[index].tolist()],
+                    "score": round(float(output["scores"][index]), 5),
+                    "objectness": round(float(output["objectness"][index]), 5),
+                }
+                if "labels" in output:
+                    label = int(output["labels"][index])
+                    record["label"] = class_names[label] if class_names else label
+                    record["class_score"] = round(float(output["class_scores"][index]), 5)
+                records.append(record)
+            write_json(out_dir / f"{path.stem}.json", records)
+            written.append(
+                save_overlay(
+                    out_dir / f"{path.stem}.png", image, boxes, output["scores"], top_k=top_k
+                )
+            )
+    return written

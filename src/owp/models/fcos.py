@@ -156,7 +156,10 @@ class FCOSOWP(nn.Module):
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, targets = self.transform(images, targets)
         features = list(self.backbone(image_list.tensors).values())
-        outputs = self.head(features)
+        # At inference only the branches the scoring reads are computed.
+        outputs = self.head(
+            features, None if self.training else self.postprocess_config.required_outputs()
+        )
         points = make_points(
             [(f.shape[-2], f.shape[-1]) for f in features],
             image_size=(image_list.tensors.shape[-2], image_list.tensors.shape[-1]),

@@ -12,7 +12,7 @@ classification tower at all.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -107,11 +107,19 @@ class FCOSOWPRegressionHead(nn.Module):
             branch = _conv3x3(branch_channels, 1) if name in objectness else None
             setattr(self, attribute, branch)
 
-    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+    def forward(
+        self, features: list[Tensor], outputs: Collection[str] | None = None
+    ) -> dict[str, Tensor]:
         """Levels ``[B, C, H_l, W_l]`` -> ``"bbox_regression"`` ``[B, P, 4]`` (relu'd, stride
-        units) and, per branch, ``"bbox_ctrness"`` / ``"bbox_iou"`` logits ``[B, P, 1]``."""
+        units) and, per branch, ``"bbox_ctrness"`` / ``"bbox_iou"`` logits ``[B, P, 1]``.
+
+        ``outputs`` limits the branches computed to those named (``None``: all).
+        """
+        branches = [
+            name for name in self.objectness if outputs is None or _BRANCH_MODULES[name] in outputs
+        ]
         per_level: dict[str, list[Tensor]] = {"bbox_regression": []}
-        per_level.update({_BRANCH_MODULES[name]: [] for name in self.objectness})
+        per_level.update({_BRANCH_MODULES[name]: [] for name in branches})
         for x in features:
             box_feature = self.conv(x)
             regression = nn.functional.relu(self.bbox_reg(box_feature))
@@ -119,7 +127,7 @@ class FCOSOWPRegressionHead(nn.Module):
             if self.conditional:
                 cue = regression.detach() if self.conditional_detach else regression
                 box_feature = torch.cat([box_feature, cue], dim=1)
-            for name in self.objectness:
+            for name in branches:
                 key = _BRANCH_MODULES[name]
                 per_level[key].append(_flatten(getattr(self, key)(box_feature)))
         return {key: torch.cat(levels, dim=1) for key, levels in per_level.items()}
@@ -177,11 +185,15 @@ class FCOSOWPHead(nn.Module):
             in_channels, num_convs, branches, conditional, conditional_detach, norm_groups
         )
 
-    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+    def forward(
+        self, features: list[Tensor], outputs: Collection[str] | None = None
+    ) -> dict[str, Tensor]:
         """Run the head on every pyramid level and concatenate the locations.
 
         Args:
             features: pyramid levels, each ``[B, C, H_l, W_l]``.
+            outputs: compute only these outputs' objectness branches (``None``: all); the
+                classification and regression outputs are always computed.
 
         Returns:
             With ``P = sum_l H_l * W_l`` locations ordered level by level, row-major within a
@@ -192,11 +204,11 @@ class FCOSOWPHead(nn.Module):
         """
         if not features:
             raise OwpInputError("FCOSOWPHead needs at least one feature level")
-        outputs: dict[str, Tensor] = {}
+        results: dict[str, Tensor] = {}
         if self.classification_head is not None:
-            outputs["cls_logits"] = self.classification_head(features)
-        outputs.update(self.regression_head(features))
-        return outputs
+            results["cls_logits"] = self.classification_head(features)
+        results.update(self.regression_head(features, outputs))
+        return results
 
 
 def _validate(

@@ -3,7 +3,8 @@
 Scoring modes (DESIGN.md §4):
 
 * class-agnostic proposals: ``centerness`` = σ(ctr), ``iou`` = σ(iou),
-  ``geomean`` = sqrt(σ(ctr)·σ(iou)); one score per location, one class-agnostic NMS;
+  ``geomean`` = sqrt(σ(ctr)·σ(iou)); one score per location, boxes without extent dropped,
+  one class-agnostic NMS;
 * classifying detections: ``cls*centerness`` = sqrt(σ(cls_c)·σ(ctr)) (torchvision FCOS) and
   ``cls*iou`` = σ(cls_c)·σ(iou) (OWP-aware classification); one score per (location, class),
   NMS per class — exactly torchvision's ``FCOS.postprocess_detections`` for ``cls*centerness``.
@@ -142,6 +143,10 @@ def _agnostic(regression, probs, objectness, points, strides, num_per_level, con
         keep.append(above[top] + offset)
         offset += count
     where = torch.cat(keep)
+    boxes = decode_boxes(points[where], strides[where], regression[where])
+    # A proposal needs an extent (an untrained head predicts zero distances); detections keep
+    # torchvision's behaviour of returning whatever survives NMS.
+    where = where[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
     result = {
         "boxes": decode_boxes(points[where], strides[where], regression[where]),
         "scores": objectness[where],

@@ -1,0 +1,239 @@
+"""Run configuration: typed dataclasses, YAML presets and files, ``--set key=value`` overrides.
+
+A run is described by :class:`RunConfig` = ``model`` + ``data`` + ``train`` + ``eval``. It is
+built from a shipped preset (``presets/NAME.yaml``) or a YAML file, then dotted overrides
+(``train.max_iters=200``, ``model.scoring=geomean``); the resolved config is saved in the run
+folder and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from owp.errors import OwpInputError
+
+
+@dataclass
+class ModelConfig:
+    """A named model (``owp.list_models()``) and its option overrides (FCOSOWPConfig fields)."""
+
+    name: str = "fcos_owp_tiny"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is read.
+
+    ``train`` / ``val``: a dataset folder (``train.json`` + ``train/``, COCO layouts, ...) or an
+    instances JSON; the special value ``synthetic`` is the cached default synthetic set.
+    ``split``: built-in name or split file; ``synthetic`` means the dataset folder's
+    ``split.yaml``.
+    """
+
+    train: str = "synthetic"
+    val: str = "synthetic"
+    train_images: str | None = None
+    val_images: str | None = None
+    split: str = "synthetic"
+    keep_empty: bool = False
+    horizontal_flip: float = 0.5
+    num_workers: int = 2
+    max_bad_image_fraction: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    """The iteration schedule and optimisation (detectron2-style).
+
+    ``base_lr`` is the learning rate at ``batch_size`` 16 and is scaled linearly with the batch
+    size. ``steps`` are fractions of ``max_iters`` (values < 1) or iteration numbers.
+    """
+
+    max_iters: int = 1000
+    batch_size: int = 16
+    base_lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_factor: float = 0.001
+    steps: tuple[float, ...] = (2 / 3, 8 / 9)
+    gamma: float = 0.1
+    clip_grad_norm: float | None = 10.0
+    amp: bool = True
+    seed: int = 0
+    recipe: str = "owp"
+    init: str | None = None
+    checkpoint_period: int = 1000
+    keep_checkpoints: int = 2
+    eval_period: int = 0
+    log_period: int = 20
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    """How the val set is evaluated: protocol, budgets k, batch size."""
+
+    protocol: str = "strict"
+    max_dets: tuple[int, ...] = (10, 20, 50, 100, 300, 1000)
+    batch_size: int = 8
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; ``description`` is the preset's one-line summary."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_presets() -> dict[str, str]:
+    """Shipped preset name -> its one-line description."""
+    folder = resources.files("owp.presets")
+    names = sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return {
+        name: str(
+            _read_yaml_text(folder.joinpath(f"{name}.yaml").read_text(), name).get(
+                "description", ""
+            )
+        )
+        for name in names
+    }
+
+
+def load_preset(name: str) -> RunConfig:
+    """The shipped preset ``name`` (see :func:`list_presets`)."""
+    presets = list_presets()
+    if name not in presets:
+        raise OwpInputError(f"unknown preset {name!r}; available: {', '.join(presets)}")
+    text = resources.files("owp.presets").joinpath(f"{name}.yaml").read_text()
+    return config_from_dict(_read_yaml_text(text, f"preset {name}"), f"preset {name}")
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """A run config from a YAML file (same layout as the presets)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OwpInputError("config file not found", path=path)
+    return config_from_dict(_read_yaml_text(path.read_text(), str(path)), str(path))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Build a :class:`RunConfig` from nested dicts, rejecting unknown keys by name.
+
+    In the ``model`` section every key other than ``name`` is a model option.
+    """
+    if not isinstance(data, dict):
+        raise OwpInputError(f"{source}: a run config must be a mapping")
+    config = RunConfig()
+    for key, value in data.items():
+        if key == "model":
+            config.model = _model_section(value, source)
+        elif key == "description":
+            config.description = str(value)
+        elif key in ("data", "train", "eval"):
+            setattr(config, key, _section(type(getattr(config, key)), value, f"{source}: {key}"))
+        else:
+            raise OwpInputError(f"{source}: unknown section {key!r}; use model, data, train, eval")
+    return config
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` strings (values parsed as YAML) and return a new config."""
+    data = config.to_dict()
+    model = data["model"]
+    flat_model = {"name": model["name"], **model["options"]}
+    data["model"] = flat_model
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise OwpInputError(f"--set expects section.key=value, got {item!r}")
+        if section not in ("model", "data", "train", "eval"):
+            raise OwpInputError(f"--set {item!r}: unknown section {section!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        data[section][name] = value
+    return config_from_dict(data, "--set")
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (loadable with :func:`load_config_file`)."""
+    data = config.to_dict()
+    data["model"] = {"name": config.model.name, **config.model.options}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(_plain(data), sort_keys=False))
+    return path
+
+
+def _model_section(value: Any, source: str) -> ModelConfig:
+    if not isinstance(value, dict) or "name" not in value:
+        raise OwpInputError(f"{source}: 'model' must be a mapping with a 'name'")
+    options = {k: v for k, v in value.items() if k != "name"}
+    return ModelConfig(name=str(value["name"]), options=options)
+
+
+def _section(kind: type, value: Any, source: str):
+    if not isinstance(value, dict):
+        raise OwpInputError(f"{source} must be a mapping")
+    known = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise OwpInputError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(known)}"
+        )
+    defaults = kind()
+    converted = {}
+    for key, item in value.items():
+        default = getattr(defaults, key)
+        if isinstance(default, tuple) and isinstance(item, list):
+            item = tuple(item)
+        if isinstance(default, bool) and not isinstance(item, bool):
+            raise OwpInputError(f"{source}.{key} must be true or false, got {item!r}")
+        is_number = isinstance(item, int | float) and not isinstance(item, bool)
+        wants_number = isinstance(default, int | float) and not isinstance(default, bool)
+        optional = item is None and key in _OPTIONAL_NUMBERS
+        if wants_number and not is_number and not optional:
+            raise OwpInputError(f"{source}.{key} must be a number, got {item!r}")
+        converted[key] = item
+    return kind(**converted)
+
+
+_OPTIONAL_NUMBERS = {"clip_grad_norm"}
+
+
+def _read_yaml_text(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0]
+        raise OwpInputError(f"{source}: not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise OwpInputError(f"{source}: a run config must be a mapping")
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists (recursively) so that ``yaml.safe_dump`` writes plain YAML."""
+    if is_dataclass(value):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

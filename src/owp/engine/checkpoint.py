@@ -1,0 +1,228 @@
+"""Training checkpoints: atomic writes, safe loading and exact resume.
+
+A checkpoint is a dict written with :func:`torch.save`: the model, optimizer and scheduler state
+dicts, the step, the full resolved config, the random number generator states and free-form
+``extra`` data. Everything in it is tensors or plain Python data (the RNG states are stored in
+that form too), so it loads with ``torch.load(weights_only=True)``, which never runs code from
+the file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from owp.errors import OwpInputError
+
+CHECKPOINT_FORMAT = 1
+
+_NUMBERED = re.compile(r"checkpoint_(\d+)\.pt")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint taken after ``step`` optimizer steps."""
+    return f"checkpoint_{step:07d}.pt"
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is tensors and plain data (loadable weights-only).
+
+    Types are checked exactly: subclasses such as NumPy floats or enums would not load.
+    """
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise TypeError(f"{where} has a key of type {type(key).__name__}: {key!r}")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif type(value) not in _SCALARS and not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{where} is a {type(value).__name__}; a checkpoint holds only tensors, "
+            "dicts, lists, tuples, str, int, float, bool and None"
+        )
+
+
+def _capture_rng_states() -> dict[str, Any]:
+    """The Python, NumPy, torch CPU and CUDA generator states, as tensors and plain data."""
+    version, python_state, gauss = random.getstate()
+    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        "numpy": {
+            "algorithm": algorithm,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def restore_rng_states(rng: dict[str, Any]) -> None:
+    """Set the Python, NumPy, torch and CUDA generators to states saved in a checkpoint.
+
+    The CUDA states are restored for as many GPUs as both the checkpoint and this machine have;
+    they are skipped when either has none.
+    """
+    python = rng["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    numpy = rng["numpy"]
+    np.random.set_state(
+        (
+            numpy["algorithm"],
+            numpy["keys"].cpu().numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        for device, state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state.cpu(), device)
+
+
+def _bare_model(model: nn.Module) -> nn.Module:
+    """The wrapped module of a (Distributed)DataParallel model, else the model itself."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    return model
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: Optimizer | None,
+    scheduler: LRScheduler | None,
+    step: int,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint to ``path`` atomically and return ``path``.
+
+    The data goes to a temporary file in the same folder, is flushed to disk, then renamed over
+    ``path``: an interrupted save leaves the previous file (if any) intact. The parent folder is
+    created when missing. ``config`` and ``extra`` must be tensors and plain data (``TypeError``
+    otherwise), so that the file loads weights-only.
+    """
+    from owp import __version__
+
+    _check_plain(config, "config")
+    _check_plain(extra, "extra")
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "owp_version": __version__,
+        "step": int(step),
+        "model": _bare_model(model).state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "config": config,
+        "rng": _capture_rng_states(),
+        "extra": extra,
+    }
+    path = Path(path)
+    if path.is_dir():
+        raise OwpInputError("is a folder, expected a checkpoint file to write", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OwpInputError("cannot create the folder: a file is in the way", path=path) from None
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, tensors moved to ``map_location``.
+
+    A missing file, a folder, a file that is not a complete PyTorch file, one that is not an owp
+    checkpoint and one of a newer format raise :class:`OwpInputError` naming the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OwpInputError("is a folder, expected a checkpoint file", path=path)
+    if not path.is_file():
+        raise OwpInputError("checkpoint file not found", path=path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise OwpInputError(
+            f"not a readable owp checkpoint: truncated, corrupt or not a PyTorch file "
+            f"({type(error).__name__} while loading)",
+            path=path,
+        ) from error
+    if not isinstance(checkpoint, dict) or not {"format", "model"} <= checkpoint.keys():
+        raise OwpInputError(
+            "not an owp checkpoint (no 'format' and 'model' entries; was it saved by owp train?)",
+            path=path,
+        )
+    version = checkpoint["format"]
+    if not isinstance(version, int) or version < 1:
+        raise OwpInputError(f"unknown checkpoint format {version!r}", path=path)
+    if version > CHECKPOINT_FORMAT:
+        raise OwpInputError(
+            f"checkpoint format {version} is newer than this owp reads ({CHECKPOINT_FORMAT}); "
+            "upgrade owp",
+            path=path,
+        )
+    return checkpoint
+
+
+def _numbered_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``checkpoint_<step>.pt`` file in ``run_dir``, oldest first."""
+    found = []
+    for path in run_dir.glob("checkpoint_*.pt"):
+        match = _NUMBERED.fullmatch(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``run_dir/last.pt`` if present, else the highest-step
+    ``checkpoint_<step>.pt``, else ``None`` (also when ``run_dir`` does not exist)."""
+    run_dir = Path(run_dir)
+    last = run_dir / "last.pt"
+    if last.is_file():
+        return last
+    numbered = _numbered_checkpoints(run_dir)
+    return numbered[-1][1] if numbered else None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` highest-step ``checkpoint_<step>.pt`` files in ``run_dir``.
+
+    ``last.pt`` and other files are never touched. Returns the deleted paths, oldest first.
+    """
+    if keep < 0:
+        raise ValueError(f"keep must be >= 0, got {keep}")
+    numbered = _numbered_checkpoints(Path(run_dir))
+    doomed = [path for _, path in numbered[: max(len(numbered) - keep, 0)]]
+    for path in doomed:
+        path.unlink()
+    return doomed

@@ -1,0 +1,62 @@
+"""Loading trained models from run folders and checkpoints (``owp.load``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from owp.config import config_from_dict
+from owp.engine.checkpoint import latest_checkpoint, load_checkpoint
+from owp.errors import OwpInputError
+from owp.models.factory import create_model
+from owp.models.fcos import FCOSOWP
+
+
+def checkpoint_of(run_or_checkpoint: str | Path) -> Path:
+    """The checkpoint named by a run folder (its ``last.pt`` or newest checkpoint) or a file."""
+    path = Path(run_or_checkpoint)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise OwpInputError("no checkpoint in this folder (is it a run folder?)", path=path)
+        return found
+    if not path.exists():
+        raise OwpInputError("run folder or checkpoint not found", path=path)
+    return path
+
+
+def load(run_or_checkpoint: str | Path, **overrides: Any) -> FCOSOWP:
+    """A trained model in eval mode, from a run folder or a checkpoint file.
+
+    ``overrides`` change inference options (``scoring``, ``post_nms_top_n``, ...) of the saved
+    model configuration.
+    """
+    model, _ = load_with_config(run_or_checkpoint, **overrides)
+    return model
+
+
+def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[FCOSOWP, dict]:
+    """:func:`load`, also returning the checkpoint's full run configuration dict."""
+    path = checkpoint_of(run_or_checkpoint)
+    state = load_checkpoint(path)
+    try:
+        saved = config_from_dict(_flat_model(state["config"]), str(path))
+    except (KeyError, TypeError, OwpInputError) as err:
+        raise OwpInputError(
+            f"checkpoint holds no usable owp run config ({err})", path=path
+        ) from None
+    model = create_model(saved.model.name, **{**saved.model.options, **overrides})
+    result = model.load_state_dict(state["model"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        example = (result.missing_keys or result.unexpected_keys)[0]
+        raise OwpInputError(
+            f"weights do not fit model {saved.model.name!r} (e.g. {example!r}): a checkpoint of "
+            "another model or owp version",
+            path=path,
+        )
+    return model.eval(), state["config"]
+
+
+def _flat_model(config: dict) -> dict:
+    model = config["model"]
+    return {**config, "model": {"name": model["name"], **model.get("options", {})}}

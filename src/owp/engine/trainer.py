@@ -1,0 +1,415 @@
+"""The iteration trainer (detectron2-style): one loop, checkpoints, logs, periodic evaluation.
+
+``train(config, run_dir)`` builds the model, data and optimiser from a :class:`RunConfig`, runs
+``max_iters`` SGD steps (linear warm-up, lr steps, gradient clipping, AMP on CUDA) and writes
+into ``run_dir``: ``config.yaml`` (resolved), ``metrics.csv`` (losses, lr, speed),
+``eval.csv`` and ``metrics.json`` (val metrics), TensorBoard events (``tb/``), checkpoints
+(``checkpoint_*.pt`` and ``last.pt``, atomic). ``resume=True`` continues exactly where
+``last.pt`` stopped: the data order, augmentation draws and RNG states are all restored, so a
+resumed run equals an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from owp.config import RunConfig, save_config
+from owp.data.coco import CocoDetection
+from owp.data.locate import locate, locate_split
+from owp.data.samplers import GroupedBatchSampler, InfiniteSampler, aspect_ratio_groups
+from owp.data.transforms import RandomHorizontalFlip
+from owp.engine import dist
+from owp.engine.checkpoint import (
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_states,
+    save_checkpoint,
+)
+from owp.engine.inference import evaluate_model
+from owp.engine.recipes import parameter_groups
+from owp.errors import OwpInputError, TrainingError
+from owp.models.factory import create_model
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+MIN_IMAGES_BEFORE_BAD_FRACTION = 20
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run leaves: where, how far, final val metrics."""
+
+    run_dir: Path
+    step: int
+    seconds: float
+    metrics: dict[str, Any]
+    checkpoint: Path
+
+
+class WarmupMultiStep:
+    """lr factor at iteration i: linear warm-up from ``warmup_factor``, then x``gamma`` at steps.
+
+    A picklable callable for ``LambdaLR``.
+    """
+
+    def __init__(self, warmup_iters: int, warmup_factor: float, steps: list[int], gamma: float):
+        self.warmup_iters, self.warmup_factor = warmup_iters, warmup_factor
+        self.steps, self.gamma = sorted(steps), gamma
+
+    def __call__(self, iteration: int) -> float:
+        factor = self.gamma ** sum(iteration >= s for s in self.steps)
+        if iteration < self.warmup_iters:
+            alpha = iteration / self.warmup_iters
+            factor *= self.warmup_factor * (1 - alpha) + alpha
+        return factor
+
+
+def schedule_steps(steps: tuple[float, ...], max_iters: int) -> list[int]:
+    """Step iterations from fractions of ``max_iters`` (< 1) or absolute iteration numbers."""
+    return [int(round(s * max_iters)) if s < 1 else int(s) for s in steps]
+
+
+def scaled_lr(base_lr: float, batch_size: int) -> float:
+    """The linear scaling rule: ``base_lr`` is the learning rate at batch size 16."""
+    return base_lr * batch_size / 16
+
+
+class _SkipUnreadable(Dataset):
+    """Wraps a dataset so that an unreadable image yields its error message instead of raising."""
+
+    def __init__(self, dataset: CocoDetection) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict] | str:
+        try:
+            return self.dataset[index]
+        except OwpInputError as err:
+            return str(err)
+
+
+def _collate(items: list) -> tuple[list[Tensor], list[dict], list[str]]:
+    good = [item for item in items if not isinstance(item, str)]
+    bad = [item for item in items if isinstance(item, str)]
+    return [image for image, _ in good], [target for _, target in good], bad
+
+
+class Trainer:
+    """One training run; :func:`train` is the usual entry point."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.distributed = dist.init_distributed()
+        train_cfg = config.train
+        self.device = dist.resolve_device(train_cfg.device)
+        torch.manual_seed(train_cfg.seed + dist.get_rank())
+        self.model = create_model(config.model.name, **config.model.options).to(self.device)
+        if train_cfg.init:
+            self._initialise_from(train_cfg.init)
+        world = dist.get_world_size()
+        if train_cfg.batch_size % world:
+            raise OwpInputError(
+                f"train.batch_size {train_cfg.batch_size} is not divisible by {world} processes"
+            )
+        self.batch_per_rank = train_cfg.batch_size // world
+        lr = scaled_lr(train_cfg.base_lr, train_cfg.batch_size)
+        groups = parameter_groups(self.model, train_cfg.recipe, lr)
+        self.optimizer = torch.optim.SGD(
+            groups, lr=lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
+        )
+        self.scheduler = self._scheduler()
+        self.use_amp = train_cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.step = 0
+        self.bad_images: list[str] = []
+        self.images_seen = 0
+
+    def set_max_iters(self, max_iters: int) -> None:
+        """Change the schedule length before :meth:`run` (lr steps keep their fractions)."""
+        self.config = replace(self.config, train=replace(self.config.train, max_iters=max_iters))
+        self.scheduler = self._scheduler()
+
+    def _scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        cfg = self.config.train
+        schedule = WarmupMultiStep(
+            cfg.warmup_iters, cfg.warmup_factor, schedule_steps(cfg.steps, cfg.max_iters), cfg.gamma
+        )
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def resume(self) -> None:
+        """Continue from ``run_dir/last.pt`` (or the newest checkpoint there)."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            raise OwpInputError("no checkpoint to resume from", path=self.run_dir)
+        state = load_checkpoint(path)
+        self._check_same_model(state, path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        restore_rng_states(state["rng"])
+        log.info("resumed %s at step %d", path, self.step)
+
+    def run(self) -> TrainResult:
+        cfg = self.config.train
+        start_time = time.perf_counter()
+        if dist.is_main_process():
+            save_config(self.config, self.run_dir / "config.yaml")
+        loader = self._loader(self.step)
+        batches = iter(loader)
+        model = self._wrapped_model()
+        model.train()
+        writer = _Logs(self.run_dir, enabled=dist.is_main_process())
+        bar = tqdm(
+            total=cfg.max_iters,
+            initial=self.step,
+            desc="training",
+            unit="it",
+            disable=not (self.progress and dist.is_main_process()),
+            dynamic_ncols=True,
+        )
+        last_good = latest_checkpoint(self.run_dir)
+        try:
+            while self.step < cfg.max_iters:
+                images, targets = self._next_batch(batches)
+                losses = self._train_step(model, images, targets, last_good)
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_period == 0 or self.step == cfg.max_iters:
+                    values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
+                    values["total"] = sum(values.values())
+                    values["lr"] = self.optimizer.param_groups[0]["lr"]
+                    writer.scalars("train", self.step, values)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
+                if self.step % cfg.checkpoint_period == 0 or self.step == cfg.max_iters:
+                    last_good = self.save()
+                if (
+                    cfg.eval_period
+                    and self.step % cfg.eval_period == 0
+                    and self.step < cfg.max_iters
+                ):
+                    writer.scalars("eval", self.step, self.evaluate())
+                    model.train()
+        except KeyboardInterrupt:
+            bar.close()
+            saved = self.save()
+            print(f"interrupted at step {self.step}: saved {saved}; --resume continues from it")
+            raise
+        bar.close()
+        metrics = self.evaluate() if dist.is_main_process() else {}
+        writer.scalars("eval", self.step, metrics)
+        writer.close()
+        seconds = time.perf_counter() - start_time
+        return TrainResult(self.run_dir, self.step, seconds, metrics, self.run_dir / LAST)
+
+    def save(self) -> Path:
+        """Write ``checkpoint_<step>.pt`` and ``last.pt`` (rank 0), prune old ones."""
+        path = self.run_dir / LAST
+        if dist.is_main_process():
+            kwargs = {
+                "model": self.model,
+                "optimizer": self.optimizer,
+                "scheduler": self.scheduler,
+                "step": self.step,
+                "config": self.config.to_dict(),
+            }
+            save_checkpoint(self.run_dir / checkpoint_name(self.step), **kwargs)
+            save_checkpoint(path, **kwargs)
+            prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        dist.barrier()
+        return path
+
+    def evaluate(self) -> dict[str, Any]:
+        """Novel AR@k (and base AP when the model classifies) on the val set."""
+        data = self.config.data
+        ann_file, images = locate(data.val, "val", data.val_images)
+        return evaluate_model(
+            self.model,
+            ann_file,
+            images,
+            locate_split(data.split, data.val),
+            protocol=self.config.eval.protocol,
+            max_dets=self.config.eval.max_dets,
+            batch_size=self.config.eval.batch_size,
+            out_dir=self.run_dir / "eval",
+            progress=self.progress,
+        )
+
+    def _train_step(self, model, images, targets, last_good: Path | None) -> dict[str, Tensor]:
+        cfg = self.config.train
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint yet"
+            values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise TrainingError(f"non-finite loss at step {self.step + 1} ({values}); {where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return losses
+
+    def _next_batch(self, batches: Iterator) -> tuple[list[Tensor], list[dict]]:
+        """The next non-empty batch on the device, flipped with a per-step generator."""
+        while True:
+            images, targets, bad = next(batches)
+            self.images_seen += len(images) + len(bad)
+            if bad:
+                self._count_bad(bad)
+            if images:
+                break
+        # Augmentation draws depend on (seed, step) only: identical after a resume.
+        generator = torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + self.step)
+        flip = RandomHorizontalFlip(self.config.data.horizontal_flip, generator=generator)
+        flipped = [flip(image, target) for image, target in zip(images, targets, strict=True)]
+        return (
+            [image.to(self.device, non_blocking=True) for image, _ in flipped],
+            [_to_device(target, self.device) for _, target in flipped],
+        )
+
+    def _count_bad(self, messages: list[str]) -> None:
+        self.bad_images.extend(messages)
+        log.warning(
+            "skipped %d unreadable image(s) so far; latest: %s", len(self.bad_images), messages[-1]
+        )
+        fraction = len(self.bad_images) / self.images_seen
+        allowed = self.config.data.max_bad_image_fraction
+        if self.images_seen >= MIN_IMAGES_BEFORE_BAD_FRACTION and fraction > allowed:
+            raise TrainingError(
+                f"{len(self.bad_images)} of {self.images_seen} images could not be read "
+                f"({fraction:.1%} > data.max_bad_image_fraction {allowed:.1%}); first: "
+                f"{self.bad_images[0]}"
+            )
+
+    def _loader(self, start_step: int) -> DataLoader:
+        data = self.config.data
+        ann_file, images = locate(data.train, "train", data.train_images)
+        split = locate_split(data.split, data.train)
+        dataset = CocoDetection(images, ann_file, split, training=True, keep_empty=data.keep_empty)
+        if len(dataset) == 0:
+            raise OwpInputError("no training image has a base-class box", path=ann_file)
+        sampler = InfiniteSampler(
+            len(dataset),
+            seed=self.config.train.seed,
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+        )
+        batch_sampler = GroupedBatchSampler(
+            sampler,
+            aspect_ratio_groups(dataset.aspect_ratios()),
+            self.batch_per_rank,
+            start_batch=start_step,
+        )
+        return DataLoader(
+            _SkipUnreadable(dataset),
+            batch_sampler=batch_sampler,
+            num_workers=data.num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=data.num_workers > 0,
+        )
+
+    def _wrapped_model(self) -> nn.Module:
+        if not self.distributed:
+            return self.model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _initialise_from(self, path: str) -> None:
+        state = load_checkpoint(path)
+        result = self.model.load_state_dict(state["model"], strict=False)
+        if result.unexpected_keys:
+            raise OwpInputError(
+                f"checkpoint does not fit {self.config.model.name}: unexpected weights "
+                f"{', '.join(result.unexpected_keys[:3])}",
+                path=path,
+            )
+        if result.missing_keys:
+            log.info("initialised from %s; new weights: %s", path, ", ".join(result.missing_keys))
+
+    def _check_same_model(self, state: dict, path: Path) -> None:
+        saved = state.get("config", {}).get("model", {})
+        current = self.config.to_dict()["model"]
+        if saved != current:
+            raise OwpInputError(
+                f"checkpoint was trained with model {saved.get('name')!r} {saved.get('options')}, "
+                f"this config asks for {current['name']!r} {current['options']}",
+                path=path,
+            )
+
+
+def train(
+    config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True
+) -> TrainResult:
+    """Train per ``config`` into ``run_dir`` (``resume`` continues its last checkpoint)."""
+    trainer = Trainer(config, run_dir, progress=progress)
+    if resume:
+        trainer.resume()
+    elif latest_checkpoint(run_dir) is not None:
+        raise OwpInputError(
+            "already holds a run; pass --resume to continue it or choose another --out",
+            path=run_dir,
+        )
+    return trainer.run()
+
+
+class _Logs:
+    """metrics.csv / eval.csv rows and TensorBoard scalars, written by rank 0 only."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool) -> None:
+        self.run_dir, self.enabled = run_dir, enabled
+        self.tensorboard = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(run_dir / "tb"))
+
+    def scalars(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled or not values:
+            return
+        numbers = {k: v for k, v in values.items() if isinstance(v, int | float) and v is not None}
+        path = self.run_dir / ("metrics.csv" if kind == "train" else "eval.csv")
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", *numbers])
+            writer.writerow([step, *(f"{v:.6g}" for v in numbers.values())])
+        for key, value in numbers.items():
+            if math.isfinite(value):
+                self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
+        for k, v in target.items()
+    }
