@@ -267,23 +267,11 @@ def assign(
     sorted_valid = gt_valid.gather(1, order)
     x0, y0, x1, y1 = (coordinate[:, None, :] for coordinate in sorted_boxes.unbind(-1))
 
-    first = []
-    start = 0
-    for height, width in points.feature_sizes:
-        # A level is a product grid: every condition splits into a column part and a row part,
-        # computed on [B, W, M] and [B, H, M] and only combined per point.
-        cols = points.xy[start : start + width, 0][None, :, None]
-        rows = points.xy[start : start + height * width : width, 1][None, :, None]
-        step = points.stride[start]
-        lower, upper = points.size_range[start]
-        radius = None if center_radius is None else center_radius * step
-        fits_x, beyond_x = _axis_conditions(cols, x0, x1, lower, upper, radius)
-        fits_y, beyond_y = _axis_conditions(rows, y0, y1, lower, upper, radius)
-        fits_x &= sorted_valid[:, None, :]
-        first.append(_first_candidate(fits_x, beyond_x, fits_y, beyond_y).flatten(1))
-        start += height * width
-
-    rank = torch.cat(first, dim=1)
+    cols, rows = _axis_tables(points, center_radius)
+    fits_x, beyond_x = _axis_conditions(cols.coords, x0, x1, cols.lower, cols.upper, cols.radius)
+    fits_y, beyond_y = _axis_conditions(rows.coords, y0, y1, rows.lower, rows.upper, rows.radius)
+    fits_x &= sorted_valid[:, None, :]
+    rank = _first_candidate(fits_x, beyond_x, fits_y, beyond_y, cols.slices, rows.slices)
     found = rank < num_boxes
     winner = order.gather(1, rank.clamp(max=num_boxes - 1))
     matched = torch.where(found, winner, BACKGROUND)
@@ -291,27 +279,40 @@ def assign(
     return matched.masked_fill(ignored, IGNORE)
 
 
-def _first_candidate(fits_x: Tensor, beyond_x: Tensor, fits_y: Tensor, beyond_y: Tensor) -> Tensor:
-    """The first box (lowest index along ``M``) that is a candidate at each grid point.
+def _first_candidate(
+    fits_x: Tensor,
+    beyond_x: Tensor,
+    fits_y: Tensor,
+    beyond_y: Tensor,
+    col_slices: list[slice],
+    row_slices: list[slice],
+) -> Tensor:
+    """The first box (lowest index along ``M``) that is a candidate at each point.
 
     Args:
-        fits_x, beyond_x: ``[B, W, M]`` bool column conditions (see :func:`_axis_conditions`).
-        fits_y, beyond_y: ``[B, H, M]`` bool row conditions.
+        fits_x, beyond_x: ``[B, X, M]`` bool conditions of the column table (every level's
+            columns, see :func:`_axis_conditions`).
+        fits_y, beyond_y: ``[B, Y, M]`` bool conditions of the row table.
+        col_slices, row_slices: per level, its entries in the column and row tables; points
+            are ordered level by level, row-major, as :func:`make_points` makes them.
 
     Returns:
-        ``[B, H, W]`` int64 box index, ``M`` where no box is a candidate.
+        ``[B, P]`` int64 box index, ``M`` where no box is a candidate.
 
-    The point ``(row, col)`` is a candidate for box ``m`` when ``fits_x[col, m] & fits_y[row,
-    m] & (beyond_x[col, m] | beyond_y[row, m])``. Rather than forming that ``[B, H, W, M]``
-    array, the flags of up to 63 boxes are packed into the bits of one int64 per row or column,
-    the combination is done on ``[B, H, W]`` words, and the lowest set bit gives the index.
+    The point at column ``c`` and row ``r`` is a candidate for box ``m`` when
+    ``fits_x[c, m] & fits_y[r, m] & (beyond_x[c, m] | beyond_y[r, m])``. Rather than forming
+    that ``[B, P, M]`` array, the flags of up to 63 boxes are packed into the bits of one int64
+    per row or column, combined per point, and the lowest set bit gives the index.
     """
     num_boxes = fits_x.shape[2]
     powers = torch.ones((), dtype=torch.int64, device=fits_x.device) << torch.arange(
         _WORD_BITS, device=fits_x.device
     )
+    sizes = [
+        (c.stop - c.start) * (r.stop - r.start) for c, r in zip(col_slices, row_slices, strict=True)
+    ]
     first = torch.full(
-        (fits_x.shape[0], fits_y.shape[1], fits_x.shape[1]), num_boxes, device=fits_x.device
+        (fits_x.shape[0], sum(sizes)), num_boxes, device=fits_x.device, dtype=torch.int64
     )
     # Later words first, so that an earlier word with a candidate overrides them.
     for start in reversed(range(0, num_boxes, _WORD_BITS)):
@@ -320,11 +321,72 @@ def _first_candidate(fits_x: Tensor, beyond_x: Tensor, fits_y: Tensor, beyond_y:
             (flags[..., start : start + len(bits)] * bits).sum(dim=-1)
             for flags in (fits_x, beyond_x, fits_y, beyond_y)
         )
-        word = word_x[:, None, :] & word_y[:, :, None] & (free_x[:, None, :] | free_y[:, :, None])
+        # Per level, broadcast the level's rows against its columns (cheaper than gathering
+        # per point at large batches), then work on all points at once.
+        word = torch.cat(
+            [
+                (
+                    word_x[:, cx][:, None, :]
+                    & word_y[:, ry][:, :, None]
+                    & (free_x[:, cx][:, None, :] | free_y[:, ry][:, :, None])
+                ).flatten(1)
+                for cx, ry in zip(col_slices, row_slices, strict=True)
+            ],
+            dim=1,
+        )
         # word & -word keeps the lowest set bit, 2**k; frexp gives k + 1 exactly.
         lowest = torch.frexp((word & -word).to(torch.float32)).exponent.to(torch.int64) - 1
         first = torch.where(word != 0, start + lowest, first)
     return first
+
+
+@dataclass(frozen=True)
+class _AxisTable:
+    """Every level's distinct column (or row) coordinates, with their level's bounds.
+
+    ``coords``, ``lower``, ``upper``, ``radius``: ``[1, N, 1]`` (radius ``None`` without center
+    sampling); ``slices``: per level, its entries.
+    """
+
+    coords: Tensor
+    lower: Tensor
+    upper: Tensor
+    radius: Tensor | None
+    slices: list[slice]
+
+
+def _axis_tables(points: Points, center_radius: float | None) -> tuple[_AxisTable, _AxisTable]:
+    """The column and row tables of ``points`` (each level is a product grid)."""
+    parts: dict[str, list[list[Tensor]]] = {"x": [[], [], []], "y": [[], [], []]}
+    slices: dict[str, list[slice]] = {"x": [], "y": []}
+    start, offsets = 0, {"x": 0, "y": 0}
+    for height, width in points.feature_sizes:
+        level = {
+            "x": points.xy[start : start + width, 0],
+            "y": points.xy[start : start + height * width : width, 1],
+        }
+        for axis, coords in level.items():
+            count = len(coords)
+            parts[axis][0].append(coords)
+            parts[axis][1].append(points.size_range[start].expand(count, 2))
+            parts[axis][2].append(points.stride[start].expand(count))
+            slices[axis].append(slice(offsets[axis], offsets[axis] + count))
+            offsets[axis] += count
+        start += height * width
+    tables = []
+    for axis in ("x", "y"):
+        coords, bounds, strides = (torch.cat(p) for p in parts[axis])
+        radius = None if center_radius is None else (center_radius * strides)[None, :, None]
+        tables.append(
+            _AxisTable(
+                coords=coords[None, :, None],
+                lower=bounds[:, 0][None, :, None],
+                upper=bounds[:, 1][None, :, None],
+                radius=radius,
+                slices=slices[axis],
+            )
+        )
+    return tables[0], tables[1]
 
 
 def _axis_conditions(
@@ -337,7 +399,8 @@ def _axis_conditions(
 ) -> tuple[Tensor, Tensor]:
     """Column (or row) part of the candidate test.
 
-    With ``coords`` ``[1, N, 1]`` and the box edges ``low``, ``high`` ``[B, 1, M]``, the
+    With ``coords`` ``[1, N, 1]`` (and per-entry ``lower``, ``upper``, ``radius`` of the same
+    shape) and the box edges ``low``, ``high`` ``[B, 1, M]``, the
     distances are ``d0 = coords - low`` and ``d1 = high - coords``. Returns two ``[B, N, M]``
     bool tensors: ``fits`` (``min(d0, d1) > 0``, ``max(d0, d1) <= upper`` and, with a radius,
     ``|coords - centre| < radius``) and ``beyond`` (``max(d0, d1) > lower``). A point is a
