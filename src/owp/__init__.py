@@ -7,6 +7,7 @@ open-world class splits, the embedded synthetic open-world set, and the open-wor
 
 from owp.data.coco import CocoDetection, read_coco_json
 from owp.data.splits import ClassSplit, SplitSpec, load_split
+from owp.engine.runs import load
 from owp.errors import OwpInputError
 from owp.evaluation.detection import evaluate_detections
 from owp.evaluation.proposals import evaluate_proposals
@@ -18,6 +19,7 @@ __all__ = [
     "ClassSplit",
     "create_model",
     "list_models",
+    "load",
     "CocoDetection",
     "OwpInputError",
     "SplitSpec",
