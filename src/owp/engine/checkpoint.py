@@ -9,10 +9,8 @@ the file.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from owp.errors import OwpInputError
+from owp.files import write_atomic
 
 CHECKPOINT_FORMAT = 1
 
@@ -137,24 +136,7 @@ def save_checkpoint(
         "rng": _capture_rng_states(),
         "extra": extra,
     }
-    path = Path(path)
-    if path.is_dir():
-        raise OwpInputError("is a folder, expected a checkpoint file to write", path=path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OwpInputError("cannot create the folder: a file is in the way", path=path) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
