@@ -78,11 +78,18 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """How the val set is evaluated: protocol, budgets k, batch size."""
+    """How the val set is evaluated: protocol, budgets k, batch size, scorings.
+
+    ``proposal_scoring`` ranks the proposals whose novel AR is measured, ``detection_scoring``
+    the class-labelled detections whose base AP is measured (classifying models only); ``None``
+    uses the model's own ``scoring`` (and ``cls*<scoring>`` for AP when that is class-agnostic).
+    """
 
     protocol: str = "strict"
     max_dets: tuple[int, ...] = (10, 20, 50, 100, 300, 1000)
     batch_size: int = 8
+    proposal_scoring: str | None = None
+    detection_scoring: str | None = None
 
 
 @dataclass
@@ -102,7 +109,11 @@ class RunConfig:
 def list_presets() -> dict[str, str]:
     """Shipped preset name -> its one-line description."""
     folder = resources.files("owp.presets")
-    names = sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    names = sorted(
+        p.name[: -len(".yaml")]
+        for p in folder.iterdir()
+        if p.name.endswith(".yaml") and p.name != "groups.yaml"
+    )
     return {
         name: str(
             _read_yaml_text(folder.joinpath(f"{name}.yaml").read_text(), name).get(
@@ -237,3 +248,40 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class StudyGroup:
+    """A named set of presets compared in one table (``owp study NAME``), against a baseline."""
+
+    name: str
+    description: str
+    presets: tuple[str, ...]
+    baseline: str
+
+
+def list_groups() -> dict[str, str]:
+    """Study group name -> one-line description (from ``presets/groups.yaml``)."""
+    return {name: group.description for name, group in _groups().items()}
+
+
+def load_group(name: str) -> StudyGroup:
+    """The study group ``name``; its presets all exist."""
+    groups = _groups()
+    if name not in groups:
+        raise OwpInputError(f"unknown study group {name!r}; available: {', '.join(groups)}")
+    return groups[name]
+
+
+def _groups() -> dict[str, StudyGroup]:
+    text = resources.files("owp.presets").joinpath("groups.yaml").read_text()
+    data = _read_yaml_text(text, "presets/groups.yaml")
+    return {
+        name: StudyGroup(
+            name=name,
+            description=str(entry["description"]),
+            presets=tuple(entry["presets"]),
+            baseline=str(entry.get("baseline", entry["presets"][0])),
+        )
+        for name, entry in data.items()
+    }

@@ -51,3 +51,39 @@ def test_unknown_recipe():
     assert set(list_recipes()) >= {"owp", "joint"}
     with pytest.raises(OwpInputError, match="unknown recipe 'fancy'"):
         parameter_groups(create_model("fcos_owp_tiny"), "fancy", 0.01)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "frozen_parts", "lr_of"),
+    [
+        (
+            "finetune",
+            [],
+            {"head.classification_head.": 0.01, "head.regression_head.": 0.001, "backbone.": 0.001},
+        ),
+        (
+            "frozen",
+            ["head.regression_head."],
+            {"head.classification_head.": 0.01, "backbone.": 0.01},
+        ),
+        ("joint_fb", ["backbone."], {"head.": 0.01}),
+        ("owp_fb", ["backbone.", "head.classification_head."], {"head.regression_head.": 0.01}),
+        (
+            "finetune_fb",
+            ["backbone."],
+            {"head.classification_head.": 0.01, "head.regression_head.": 0.001},
+        ),
+        ("frozen_fb", ["backbone.", "head.regression_head."], {"head.classification_head.": 0.01}),
+    ],
+)
+def test_recipe_groups_and_frozen_parts(recipe, frozen_parts, lr_of):
+    model, groups, changed = step_and_diff(recipe)
+    for name, parameter in model.named_parameters():
+        if any(name.startswith(part) for part in frozen_parts):
+            assert not parameter.requires_grad and name not in changed, name
+    lr_by_parameter = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for name, parameter in model.named_parameters():
+        for prefix, lr in lr_of.items():
+            if name.startswith(prefix) and parameter.requires_grad:
+                assert lr_by_parameter[id(parameter)] == pytest.approx(lr), name
+    assert changed

@@ -108,36 +108,53 @@ def evaluate_model(
     protocol: str = "strict",
     max_dets: Sequence[int] = DEFAULT_MAX_DETS,
     batch_size: int = 8,
+    proposal_scoring: str | None = None,
+    detection_scoring: str | None = None,
     out_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Novel-class AR@k of ``model``'s proposals (and base AP when it classifies).
+    """Novel-class AR@k of ``model``'s proposals, and base AP when it classifies.
 
-    The model keeps up to ``max(max_dets)`` boxes per image for the evaluation. With
-    ``out_dir``, the proposals (``proposals.json``) and metrics (``metrics.json``) are written.
+    Proposals are ranked by ``proposal_scoring`` (default: the model's ``scoring``) and the
+    model keeps ``max(max_dets)`` per image. A classifying model is also run with
+    ``detection_scoring`` (default: its scoring if class-aware, else ``cls*<scoring>``) for
+    base AP at 100 detections. With ``out_dir``, ``proposals.json`` (and ``detections.json``)
+    and ``metrics.json`` are written there.
     """
     dataset = CocoDetection(images_dir, ann_file, split, training=False)
-    config = model.postprocess_config
-    model.postprocess_config = replace(config, post_nms_top_n=max(max_dets))
-    try:
-        results = predict_dataset(model, dataset, batch_size=batch_size, progress=progress)
-    finally:
-        model.postprocess_config = config
     coco = read_coco_json(ann_file)
-    metrics = evaluate_proposals(coco, results, dataset.split, protocol=protocol, max_dets=max_dets)
-    metrics["scoring"] = config.scoring
-    if results and "category_id" in results[0] and dataset.split.base_ids:
-        detections = evaluate_detections(coco, results, dataset.split)
-        metrics.update({k: v for k, v in detections.items() if k.startswith("AP")})
+    config = model.postprocess_config
+    scoring = proposal_scoring or config.scoring
+    proposals = _predict_with(model, dataset, batch_size, progress, scoring, max(max_dets))
+    metrics = evaluate_proposals(
+        coco, proposals, dataset.split, protocol=protocol, max_dets=max_dets
+    )
+    metrics["scoring"] = scoring
+    outputs = {"proposals.json": proposals}
+    if model.config.num_classes is not None and dataset.split.base_ids:
+        class_scoring = detection_scoring or (
+            config.scoring if config.classifying else f"cls*{config.scoring}"
+        )
+        detections = _predict_with(model, dataset, batch_size, progress, class_scoring, 100)
+        ap = evaluate_detections(coco, detections, dataset.split)
+        metrics.update({k: v for k, v in ap.items() if k.startswith("AP")})
+        metrics["detection_scoring"] = class_scoring
+        outputs["detections.json"] = detections
     if out_dir is not None:
-        write_json(Path(out_dir) / "proposals.json", results, indent=None)
+        for name, results in outputs.items():
+            write_json(Path(out_dir) / name, results, indent=None)
         write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
 
 
-def _as_lists(items: list) -> tuple:
-    """Collate ``[(image, target), ...]`` into ``(images, targets)`` without stacking."""
-    return tuple(zip(*items, strict=True))
+def _predict_with(model, dataset, batch_size, progress, scoring: str, top_n: int) -> Results:
+    """:func:`predict_dataset` with the model's scoring and ``post_nms_top_n`` swapped in."""
+    config = model.postprocess_config
+    model.postprocess_config = replace(config, scoring=scoring, post_nms_top_n=top_n)
+    try:
+        return predict_dataset(model, dataset, batch_size=batch_size, progress=progress)
+    finally:
+        model.postprocess_config = config
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -202,3 +219,8 @@ def predict_images(
                 )
             )
     return written
+
+
+def _as_lists(items: list) -> tuple:
+    """Collate ``[(image, target), ...]`` into ``(images, targets)`` without stacking."""
+    return tuple(zip(*items, strict=True))

@@ -3,8 +3,8 @@
 A recipe is an ordered list of :class:`Rule` (first match wins) over parameter names. Each rule
 names a part of the model by name prefix and gives its learning rate as a multiple of the base
 learning rate, or ``None`` to freeze it (DESIGN.md §4). Parameters already frozen by the model
-(``trainable_layers``) stay frozen. Later recipes (finetune, frozen, ``*_fb``) are more rows in
-:data:`RECIPES`, not new code.
+(``trainable_layers``) stay frozen. ``finetune`` and ``frozen`` start from an ``owp`` checkpoint
+(``train.init``); every recipe has a ``_fb`` twin with the backbone frozen.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ class Rule:
     lr_scale: float | None
 
 
-RECIPES: dict[str, tuple[str, tuple[Rule, ...]]] = {
+LOCALIZATION = "head.regression_head."
+
+_BASE_RECIPES: dict[str, tuple[str, tuple[Rule, ...]]] = {
     "owp": (
         "class-agnostic: backbone, box tower, regression and objectness train; "
         "classification frozen",
@@ -37,7 +39,26 @@ RECIPES: dict[str, tuple[str, tuple[Rule, ...]]] = {
         "everything trains at the base learning rate (classification and objectness together)",
         (Rule("", 1.0),),
     ),
+    "finetune": (
+        "from an owp checkpoint (--init): classification at the base lr, objectness, "
+        "regression and backbone at 0.1x",
+        (Rule(CLASSIFICATION, 1.0), Rule("", 0.1)),
+    ),
+    "frozen": (
+        "from an owp checkpoint (--init): localization branches frozen, classification "
+        "and backbone train",
+        (Rule(LOCALIZATION, None), Rule("", 1.0)),
+    ),
 }
+
+RECIPES: dict[str, tuple[str, tuple[Rule, ...]]] = {
+    **_BASE_RECIPES,
+    **{
+        f"{name}_fb": (f"{name} with the backbone frozen", (Rule(BACKBONE, None), *rules))
+        for name, (_, rules) in _BASE_RECIPES.items()
+    },
+}
+"""Every recipe; ``<name>_fb`` is ``<name>`` with the backbone frozen."""
 
 
 def list_recipes() -> dict[str, str]:

@@ -47,6 +47,7 @@ from owp.models.factory import create_model
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
+RUN_PREFIX = "run:"
 MIN_IMAGES_BEFORE_BAD_FRACTION = 20
 
 
@@ -198,6 +199,9 @@ class Trainer:
                     values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
                     values["total"] = sum(values.values())
                     values["lr"] = self.optimizer.param_groups[0]["lr"]
+                    if self.model.config.unknown_mask:
+                        masked = {"masked": float(self.model.last_masked)}
+                        values.update(dist.all_reduce_mean(masked))
                     writer.scalars("train", self.step, values)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
                 if self.step % cfg.checkpoint_period == 0 or self.step == cfg.max_iters:
@@ -250,12 +254,15 @@ class Trainer:
             protocol=self.config.eval.protocol,
             max_dets=self.config.eval.max_dets,
             batch_size=self.config.eval.batch_size,
+            proposal_scoring=self.config.eval.proposal_scoring,
+            detection_scoring=self.config.eval.detection_scoring,
             out_dir=self.run_dir / "eval",
             progress=self.progress,
         )
 
     def _train_step(self, model, images, targets, last_good: Path | None) -> dict[str, Tensor]:
         cfg = self.config.train
+        self.model.iteration = self.step
         with torch.autocast(self.device.type, enabled=self.use_amp):
             losses = model(images, targets)
         loss = sum(losses.values())
@@ -339,7 +346,13 @@ class Trainer:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
 
-    def _initialise_from(self, path: str) -> None:
+    def _initialise_from(self, init: str) -> None:
+        """Load weights from a checkpoint, or from ``run:NAME`` = ``<runs folder>/NAME/last.pt``
+        (the run of preset NAME next to this one, e.g. the ``owp`` run a ``finetune`` starts
+        from)."""
+        path = init
+        if init.startswith(RUN_PREFIX):
+            path = self.run_dir.parent / init.removeprefix(RUN_PREFIX) / LAST
         state = load_checkpoint(path)
         result = self.model.load_state_dict(state["model"], strict=False)
         if result.unexpected_keys:

@@ -29,6 +29,7 @@ from owp.models.assign import (
     make_points,
     objectness_samples,
     pad_targets,
+    unknown_object_mask,
 )
 from owp.models.backbones import resnet_fpn_backbone
 from owp.models.heads import FCOSOWPHead
@@ -38,8 +39,14 @@ from owp.models.losses import (
     objectness_loss,
     regression_loss,
 )
-from owp.models.postprocess import PostprocessConfig, decode_boxes, postprocess
+from owp.models.postprocess import (
+    PostprocessConfig,
+    decode_boxes,
+    location_objectness,
+    postprocess,
+)
 
+UNKNOWN_MASKS = (None, "pixel", "area")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -58,6 +65,12 @@ class FCOSOWPConfig:
     Training targets: ``center_radius`` (center sampling, ``None`` disables),
     ``iou_sample_threshold`` (IoU sampling, ``None`` disables), ``objectness_samples``
     (``center`` / ``foreground`` / ``all``).
+    Unknown-object masking of the classification loss: ``unknown_mask`` (``None``, ``"pixel"``
+    or ``"area"``), ``unknown_mask_thresh`` (objectness above which a background location is
+    masked), ``unknown_mask_start`` (first training iteration it applies), and
+    ``unknown_mask_objectness`` (``iou``, ``centerness`` or ``geomean``: which prediction
+    decides), ``unknown_mask_nms`` (area variant: NMS IoU applied to the masking boxes first,
+    ``None`` for none).
     Inference: ``scoring``, ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``,
     ``post_nms_top_n``. Input transform (torchvision's): ``min_size``, ``max_size``,
     ``image_mean``, ``image_std``.
@@ -77,6 +90,11 @@ class FCOSOWPConfig:
     center_radius: float | None = 1.5
     iou_sample_threshold: float | None = 0.3
     objectness_samples: str = "center"
+    unknown_mask: str | None = None
+    unknown_mask_thresh: float = 0.925
+    unknown_mask_start: int = 0
+    unknown_mask_objectness: str = "iou"
+    unknown_mask_nms: float | None = None
     scoring: str = "iou"
     score_thresh: float = 0.0
     nms_thresh: float = 0.6
@@ -98,6 +116,23 @@ class FCOSOWPConfig:
                 f"use one of {', '.join(SAMPLE_SETS)}"
             )
         self.postprocess_config()  # validates the scoring and selection options
+        if self.unknown_mask not in UNKNOWN_MASKS:
+            raise ValueError(
+                f"unknown unknown_mask {self.unknown_mask!r}; use one of "
+                f"{', '.join(str(m) for m in UNKNOWN_MASKS)}"
+            )
+        needs = {"iou": ("iou",), "centerness": ("centerness",), "geomean": ("centerness", "iou")}
+        if self.unknown_mask_objectness not in needs:
+            raise ValueError(
+                f"unknown unknown_mask_objectness {self.unknown_mask_objectness!r}; "
+                "use iou, centerness or geomean"
+            )
+        missing = set(needs[self.unknown_mask_objectness]) - set(self.objectness)
+        if self.unknown_mask and missing:
+            raise ValueError(
+                f"unknown_mask_objectness {self.unknown_mask_objectness!r} needs the "
+                f"{', '.join(sorted(missing))} branch in objectness {list(self.objectness)}"
+            )
 
     def postprocess_config(self) -> PostprocessConfig:
         return PostprocessConfig(
@@ -147,6 +182,8 @@ class FCOSOWP(nn.Module):
             norm_groups=config.norm_groups,
         )
         self.postprocess_config = config.postprocess_config()
+        self.iteration = 0  # set by the trainer: unknown-object masking starts at an iteration
+        self.last_masked = 0  # locations masked in the last training forward (for logging)
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
@@ -191,23 +228,42 @@ class FCOSOWP(nn.Module):
         foreground = matched >= 0
         num_foreground = global_normalizer(foreground.sum(), boxes.device)
         losses: dict[str, Tensor] = {}
+        regression = outputs["bbox_regression"]
+        pred_boxes = decode_boxes(points.xy, points.stride, regression)
         if "cls_logits" in outputs:
             fg_labels = (
                 labels.gather(1, matched.clamp(min=0))
                 if labels.shape[1]
                 else torch.zeros_like(matched)
             )
+            valid = matched != IGNORE
+            if cfg.unknown_mask and self.iteration >= cfg.unknown_mask_start:
+                masked = self._unknown_mask(outputs, points, matched, pred_boxes)
+                valid &= ~masked
+                self.last_masked = int(masked.sum())
             losses["classification"] = classification_loss(
-                outputs["cls_logits"], fg_labels, foreground, matched != IGNORE, num_foreground
+                outputs["cls_logits"], fg_labels, foreground, valid, num_foreground
             )
-        regression = outputs["bbox_regression"]
-        pred_boxes = decode_boxes(points.xy, points.stride, regression)
         target_boxes = gather_boxes(boxes, matched)
         losses["bbox_regression"] = regression_loss(
             pred_boxes[foreground], target_boxes[foreground], num_foreground
         )
         losses.update(self._objectness_losses(outputs, points, boxes, valid, ignore, matched))
         return losses
+
+    def _unknown_mask(self, outputs, points, matched, pred_boxes) -> Tensor:
+        """Background locations the classifier must not learn as background (§4 masking)."""
+        cfg = self.config
+        with torch.no_grad():
+            objectness = location_objectness(outputs, cfg.unknown_mask_objectness)
+            return unknown_object_mask(
+                objectness,
+                matched,
+                cfg.unknown_mask_thresh,
+                points=points if cfg.unknown_mask == "area" else None,
+                pred_boxes=pred_boxes.detach() if cfg.unknown_mask == "area" else None,
+                nms_thresh=cfg.unknown_mask_nms,
+            )
 
     def _objectness_losses(self, outputs, points, boxes, valid, ignore, matched) -> dict:
         cfg = self.config
