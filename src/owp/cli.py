@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_run_demo)
 
     _add_model_commands(commands)
+    _add_study_command(commands)
     _add_data_commands(commands)
 
     baseline = commands.add_parser(
@@ -179,6 +180,36 @@ def _add_model_commands(commands) -> None:
     presets.set_defaults(handler=_run_presets)
     models = commands.add_parser("models", help="list the model names for create_model")
     models.set_defaults(handler=_run_models)
+
+
+def _add_study_command(commands) -> None:
+    study = commands.add_parser(
+        "study",
+        help="train (or resume, or reuse) a set of presets and compare them: table and plots",
+        description="Train every preset of the named study groups and presets into "
+        "<out>/runs/<preset> (re-running continues: finished runs are reused, interrupted ones "
+        "resumed), then write results.md / results.json (novel AR@k, base AP, train time, "
+        "ΔAR@100 against the baseline) and plots/ (recall vs k, recall vs IoU, score "
+        "histograms, objectness heat maps).",
+    )
+    study.add_argument(
+        "names", nargs="+", metavar="GROUP_OR_PRESET", help="study groups and/or presets"
+    )
+    study.add_argument("--out", type=Path, help="study folder (default runs/study-<first name>)")
+    study.add_argument("--data", help="dataset folder or instances JSON used as train and val")
+    study.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value of every preset, e.g. train.max_iters=200",
+    )
+    study.add_argument(
+        "--baseline", help="run the ΔAR@100 column compares to (default: the group's, or first)"
+    )
+    study.add_argument(
+        "--heatmap-runs", metavar="A,B", help="runs drawn in heatmaps.png (default: first two)"
+    )
+    study.set_defaults(handler=_run_study)
 
 
 def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str) -> None:
@@ -314,6 +345,27 @@ def _run_eval(args: argparse.Namespace) -> None:
     )
     _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol']} protocol")
     print(f"proposals and metrics in {out}")
+
+
+def _run_study(args: argparse.Namespace) -> None:
+    from owp.engine.study import run_study
+
+    out = args.out or Path("runs") / f"study-{args.names[0]}"
+    heatmap_runs = (
+        [name.strip() for name in args.heatmap_runs.split(",") if name.strip()]
+        if args.heatmap_runs
+        else None
+    )
+    result = run_study(
+        args.names,
+        out,
+        overrides=args.set or (),
+        data=args.data,
+        baseline=args.baseline,
+        heatmap_runs=heatmap_runs,
+    )
+    print(result.results_md.read_text())
+    print(f"results: {result.results_md}, {result.results_json}; plots in {out / 'plots'}")
 
 
 def _run_predict(args: argparse.Namespace) -> None:
