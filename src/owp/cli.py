@@ -157,7 +157,11 @@ def _add_model_commands(commands) -> None:
     evaluate.add_argument("--split", help="split (default: the run's)")
     evaluate.add_argument("--protocol", choices=("strict", "oln"), default="strict")
     evaluate.add_argument("--max-dets", default="10,20,50,100,300,1000", help="budgets k")
-    evaluate.add_argument("--scoring", help="override the scoring mode (e.g. centerness, iou)")
+    evaluate.add_argument(
+        "--scoring",
+        help="override the scoring mode (FCOS-OWP: centerness, iou, geomean, cls*centerness, "
+        "cls*iou; two-stage: rpn, roi, oln, iou, cls)",
+    )
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--out", type=Path, help="output folder (default <run>/eval)")
@@ -207,7 +211,9 @@ def _add_study_command(commands) -> None:
         "--baseline", help="run the ΔAR@100 column compares to (default: the group's, or first)"
     )
     study.add_argument(
-        "--heatmap-runs", metavar="A,B", help="runs drawn in heatmaps.png (default: first two)"
+        "--heatmap-runs",
+        metavar="A,B",
+        help="FCOS-OWP runs drawn in heatmaps.png (default: the first two)",
     )
     study.set_defaults(handler=_run_study)
 

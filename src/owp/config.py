@@ -20,7 +20,8 @@ from owp.errors import OwpInputError
 
 @dataclass
 class ModelConfig:
-    """A named model (``owp.list_models()``) and its option overrides (FCOSOWPConfig fields)."""
+    """A named model (``owp.list_models()``) and its option overrides (fields of its config
+    dataclass, e.g. FCOSOWPConfig)."""
 
     name: str = "fcos_owp_tiny"
     options: dict[str, Any] = field(default_factory=dict)

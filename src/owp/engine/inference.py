@@ -117,8 +117,9 @@ def evaluate_model(
 
     Proposals are ranked by ``proposal_scoring`` (default: the model's ``scoring``) and the
     model keeps ``max(max_dets)`` per image. A classifying model is also run with
-    ``detection_scoring`` (default: its scoring if class-aware, else ``cls*<scoring>``) for
-    base AP at 100 detections. With ``out_dir``, ``proposals.json`` (and ``detections.json``)
+    ``detection_scoring`` (default: the model's ``postprocess_config.detection_scoring()``:
+    FCOS-OWP's scoring if class-aware, else ``cls*<scoring>``; ``cls`` for two-stage models)
+    for base AP at 100 detections. With ``out_dir``, ``proposals.json`` (and ``detections.json``)
     and ``metrics.json`` are written there.
     """
     dataset = CocoDetection(images_dir, ann_file, split, training=False)
@@ -132,9 +133,7 @@ def evaluate_model(
     metrics["scoring"] = scoring
     outputs = {"proposals.json": proposals}
     if model.config.num_classes is not None and dataset.split.base_ids:
-        class_scoring = detection_scoring or (
-            config.scoring if config.classifying else f"cls*{config.scoring}"
-        )
+        class_scoring = detection_scoring or config.detection_scoring()
         detections = _predict_with(model, dataset, batch_size, progress, class_scoring, 100)
         ap = evaluate_detections(coco, detections, dataset.split)
         metrics.update({k: v for k, v in ap.items() if k.startswith("AP")})

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from owp.config import config_from_dict
 from owp.engine.checkpoint import latest_checkpoint, load_checkpoint
 from owp.errors import OwpInputError
 from owp.models.factory import create_model
-from owp.models.fcos import FCOSOWP
 
 
 def checkpoint_of(run_or_checkpoint: str | Path) -> Path:
@@ -25,7 +26,7 @@ def checkpoint_of(run_or_checkpoint: str | Path) -> Path:
     return path
 
 
-def load(run_or_checkpoint: str | Path, **overrides: Any) -> FCOSOWP:
+def load(run_or_checkpoint: str | Path, **overrides: Any) -> nn.Module:
     """A trained model in eval mode, from a run folder or a checkpoint file.
 
     ``overrides`` change inference options (``scoring``, ``post_nms_top_n``, ...) of the saved
@@ -35,7 +36,7 @@ def load(run_or_checkpoint: str | Path, **overrides: Any) -> FCOSOWP:
     return model
 
 
-def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[FCOSOWP, dict]:
+def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[nn.Module, dict]:
     """:func:`load`, also returning the checkpoint's full run configuration dict."""
     path = checkpoint_of(run_or_checkpoint)
     state = load_checkpoint(path)

@@ -2,8 +2,14 @@
 
 A study folder ``<out>`` holds one run per preset in ``<out>/runs/<preset>`` (so that
 ``train.init: run:NAME`` finds the run of preset NAME), ``results.json`` and ``results.md`` (one
-row per run, with ΔAR@100 against a baseline row) and ``plots/``: ``recall_vs_k.png``,
-``recall_vs_iou.png``, ``score_histograms.png`` and ``heatmaps.png``.
+row per run, with ΔAR@100 against a baseline row, train time and inference speed) and
+``plots/``: ``recall_vs_k.png``, ``recall_vs_iou.png``, ``score_histograms.png`` and
+``heatmaps.png`` (FCOS-OWP runs only: the maps are per FPN location).
+
+Inference speed is measured by the study itself, for every row under the same conditions: the
+run's model on this machine's default device, one image at a time over the first
+:data:`SPEED_IMAGES` val images (after :data:`SPEED_WARMUP` untimed ones), proposal scoring,
+input resizing and postprocessing included, image decoding excluded.
 
 Re-running the same study continues it: a finished run (its checkpoint at ``train.max_iters``
 and an ``eval/metrics.json`` written after it) is reused, an unfinished one is resumed, a missing
@@ -46,12 +52,16 @@ from owp.evaluation.cocoeval import run_cocoeval
 from owp.evaluation.report import markdown_table
 from owp.evaluation.results import Results, read_results
 from owp.files import write_json
+from owp.models.factory import model_spec
+from owp.models.fcos import FCOSOWP
 from owp.viz.heatmaps import objectness_maps, save_heatmap_grid
 from owp.viz.plots import plot_recall_vs_iou, plot_recall_vs_k, plot_score_histograms
 
 STUDY_FILE = "study.json"
 IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 CURVE_BUDGET = 100
+SPEED_IMAGES = 50
+SPEED_WARMUP = 3
 MATCH_IOU = 0.5
 CONTINUABLE_KEYS = frozenset(
     {
@@ -79,6 +89,7 @@ TABLE_COLUMNS = (
     *RECALL_COLUMNS,
     "AP (base)",
     "train time (min)",
+    "inference img/s",
     "ΔAR@100",
 )
 
@@ -265,11 +276,18 @@ def run_study(
     presets, group_baseline = expand_names(names)
     configs = plan_runs(presets, overrides, data)
     baseline = baseline or group_baseline or presets[0]
-    chosen = list(heatmap_runs) if heatmap_runs else list(configs)[:2]
+    one_stage = [name for name, config in configs.items() if _has_heatmaps(config)]
+    chosen = list(heatmap_runs) if heatmap_runs else one_stage[:2]
     for name, role in [(baseline, "baseline"), *((n, "heatmap run") for n in chosen)]:
         if name not in configs:
             raise OwpInputError(
                 f"{role} {name!r} is not one of the study's runs: {', '.join(configs)}"
+            )
+    for name in chosen:
+        if name not in one_stage:
+            raise OwpInputError(
+                f"heatmap run {name!r} is not an FCOS-OWP model (objectness heat maps are per "
+                f"FPN location); FCOS-OWP runs here: {', '.join(one_stage) or 'none'}"
             )
     rows = []
     for index, (name, config) in enumerate(configs.items(), start=1):
@@ -283,12 +301,44 @@ def run_study(
         seconds = _recorded_seconds(run_dir)
         _say(progress, f"{prefix}: {status} ({_duration(seconds)})")
         rows.append(_row(name, config, run_dir, status, seconds))
+    val_sets: dict[tuple, _ValSet] = {}
+    for row in rows:
+        val = _val_set(configs[row["run"]], val_sets)
+        row["images_per_second"] = inference_speed(load(row["run_dir"]), val)
     _add_deltas(rows, baseline)
     results_json = write_json(out / "results.json", rows)
     results_md = out / "results.md"
     results_md.write_text(_results_markdown(rows, presets, baseline))
-    plots = _plots(rows, configs, out / "plots", chosen)
+    plots = _plots(rows, configs, out / "plots", chosen, val_sets)
     return StudyResult(rows, results_md, results_json, plots)
+
+
+def inference_speed(model: torch.nn.Module, val: _ValSet) -> float:
+    """Images per second of ``model`` on the first :data:`SPEED_IMAGES` val images, one at a
+    time (see the module docstring)."""
+    device = next(model.parameters()).device
+    entries = val.coco["images"][: SPEED_WARMUP + SPEED_IMAGES]
+    images = [read_image_tensor(val.images / entry["file_name"]).to(device) for entry in entries]
+    model.eval()
+    with torch.inference_mode():
+        for image in images[:SPEED_WARMUP]:
+            model([image])
+        _synchronize(device)
+        start = time.perf_counter()
+        for image in images[SPEED_WARMUP:]:
+            model([image])
+        _synchronize(device)
+    return round(len(images[SPEED_WARMUP:]) / (time.perf_counter() - start), 2)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _has_heatmaps(config: RunConfig) -> bool:
+    """Whether the run's model has per-location objectness maps (FCOS-OWP)."""
+    return model_spec(config.model.name).model_type is FCOSOWP
 
 
 def _say(enabled: bool, line: str) -> None:
@@ -368,6 +418,7 @@ def _results_markdown(rows: list[dict[str, Any]], presets: Sequence[str], baseli
                 **{column: row.get(column) for column in RECALL_COLUMNS},
                 "AP (base)": row.get("AP", ""),
                 "train time (min)": "" if seconds is None else f"{seconds / 60:.1f}",
+                "inference img/s": row.get("images_per_second", ""),
                 "ΔAR@100": "baseline"
                 if row["run"] == baseline
                 else ("n/a" if delta is None else f"{delta:+.1f}"),
@@ -382,10 +433,14 @@ def _results_markdown(rows: list[dict[str, Any]], presets: Sequence[str], baseli
 
 
 def _plots(
-    rows: list[dict[str, Any]], configs: Mapping[str, RunConfig], folder: Path, chosen: list[str]
+    rows: list[dict[str, Any]],
+    configs: Mapping[str, RunConfig],
+    folder: Path,
+    chosen: list[str],
+    val_sets: dict[tuple, _ValSet],
 ) -> dict[str, Path]:
-    """The four study figures from the runs' metrics, val proposals and models."""
-    val_sets: dict[tuple, _ValSet] = {}
+    """The study figures from the runs' metrics, val proposals and models (no heat maps
+    without FCOS-OWP runs)."""
     by_iou, panels = {}, []
     for row in rows:
         val = _val_set(configs[row["run"]], val_sets)
@@ -397,7 +452,7 @@ def _plots(
         row["run"]: {int(k.removeprefix("AR@")): v for k, v in row.items() if k.startswith("AR@")}
         for row in rows
     }
-    return {
+    plots = {
         "recall_vs_k": plot_recall_vs_k(folder / "recall_vs_k.png", curves),
         "recall_vs_iou": plot_recall_vs_iou(
             folder / "recall_vs_iou.png", IOU_THRESHOLDS, by_iou, k=CURVE_BUDGET
@@ -405,8 +460,10 @@ def _plots(
         "score_histograms": plot_score_histograms(
             folder / "score_histograms.png", panels, iou=MATCH_IOU
         ),
-        "heatmaps": _heatmaps(folder / "heatmaps.png", rows, configs, chosen, val_sets),
     }
+    if chosen:
+        plots["heatmaps"] = _heatmaps(folder / "heatmaps.png", rows, configs, chosen, val_sets)
+    return plots
 
 
 def _heatmaps(

@@ -199,9 +199,9 @@ class Trainer:
                     values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
                     values["total"] = sum(values.values())
                     values["lr"] = self.optimizer.param_groups[0]["lr"]
-                    if self.model.config.unknown_mask:
-                        masked = {"masked": float(self.model.last_masked)}
-                        values.update(dist.all_reduce_mean(masked))
+                    stats = self.model.training_stats()
+                    if stats:
+                        values.update(dist.all_reduce_mean(stats))
                     writer.scalars("train", self.step, values)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
                 if self.step % cfg.checkpoint_period == 0 or self.step == cfg.max_iters:

@@ -1,11 +1,14 @@
-"""ResNet + FPN backbones for FCOS-OWP, named exactly as torchvision's FCOS backbone.
+"""ResNet + FPN backbones, named exactly as torchvision's FCOS and Faster R-CNN backbones.
 
 :func:`resnet_fpn_backbone` builds torchvision's own parts (a ResNet trunk with
 :class:`~torchvision.ops.misc.FrozenBatchNorm2d`, wrapped in
-:class:`~torchvision.models.detection.backbone_utils.BackboneWithFPN` with a
-:class:`~torchvision.ops.feature_pyramid_network.LastLevelP6P7` extra block), so the state dict
-keys are ``body.*`` and ``fpn.*`` as in ``fcos_resnet50_fpn().backbone`` and its checkpoints load
-unchanged. Pretrained ImageNet trunks are read from disk only: nothing is ever downloaded.
+:class:`~torchvision.models.detection.backbone_utils.BackboneWithFPN`), so the state dict keys
+are ``body.*`` and ``fpn.*``: P3-P7 with a
+:class:`~torchvision.ops.feature_pyramid_network.LastLevelP6P7` block as in
+``fcos_resnet50_fpn().backbone``, or P2-P6 with
+:class:`~torchvision.ops.feature_pyramid_network.LastLevelMaxPool` as in
+``fasterrcnn_resnet50_fpn().backbone``; their checkpoints load unchanged. Pretrained ImageNet
+trunks are read from disk only: nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from torchvision.models import (
 )
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import misc as misc_nn_ops
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from owp.errors import OwpInputError
 
 RESNET_DEPTHS: tuple[int, ...] = (18, 34, 50, 101)
 NORMS: tuple[str, ...] = ("auto", "frozen", "batch")
+LEVELS: tuple[str, ...] = ("p3-p7", "p2-p6")
 
 _BUILDERS: dict[int, Callable[..., ResNet]] = {
     18: resnet18,
@@ -63,14 +67,18 @@ def resnet_fpn_backbone(
     weights_backbone: str | Path | None = None,
     trainable_layers: int | None = None,
     norm: str = "auto",
+    levels: str = "p3-p7",
 ) -> BackboneWithFPN:
-    """A ResNet-``depth`` trunk (frozen batch norm) with an FPN giving P3..P7.
+    """A ResNet-``depth`` trunk (frozen batch norm) with an FPN giving P3..P7 or P2..P6.
 
-    The trunk returns C3, C4, C5 (``layer2``, ``layer3``, ``layer4``); the FPN maps them to
-    ``out_channels`` and ``LastLevelP6P7`` adds P6 (from P5) and P7. The returned module maps an
-    image batch ``[B, 3, H, W]`` to an ordered dict of five ``[B, out_channels, H_l, W_l]``
-    maps with keys ``"0"``, ``"1"``, ``"2"``, ``"p6"``, ``"p7"`` at strides 8, 16, 32, 64, 128
-    (each stride-2 step rounds up: ``H_l = ceil(H_{l-1} / 2)``). ``.out_channels`` is set.
+    ``levels="p3-p7"`` (FCOS): the trunk returns C3, C4, C5 (``layer2``..``layer4``); the FPN
+    maps them to ``out_channels`` and ``LastLevelP6P7`` adds P6 (from P5) and P7. The returned
+    module maps an image batch ``[B, 3, H, W]`` to an ordered dict of five
+    ``[B, out_channels, H_l, W_l]`` maps with keys ``"0"``, ``"1"``, ``"2"``, ``"p6"``, ``"p7"``
+    at strides 8, 16, 32, 64, 128 (each stride-2 step rounds up: ``H_l = ceil(H_{l-1} / 2)``).
+    ``levels="p2-p6"`` (Faster R-CNN, OLN): C2..C5 (``layer1``..``layer4``) and a max-pooled
+    P6: keys ``"0"``, ``"1"``, ``"2"``, ``"3"``, ``"pool"`` at strides 4..64.
+    ``.out_channels`` is set.
 
     Args:
         depth: ResNet depth, one of :data:`RESNET_DEPTHS`.
@@ -88,6 +96,7 @@ def resnet_fpn_backbone(
             ``"batch"`` (trainable ``BatchNorm2d``, for training from scratch) or ``"auto"``
             (frozen with ``weights_backbone``, batch without — what torchvision's FCOS builder
             does).
+        levels: the pyramid, one of :data:`LEVELS`.
 
     Raises:
         OwpInputError: bad depth, channel count or ``trainable_layers``; unknown weights name;
@@ -98,6 +107,8 @@ def resnet_fpn_backbone(
         raise OwpInputError(f"unsupported ResNet depth {depth!r}; choose one of {choices}")
     if out_channels < 1:
         raise OwpInputError(f"out_channels must be positive, got {out_channels}")
+    if levels not in LEVELS:
+        raise OwpInputError(f"unknown FPN levels {levels!r}; choose one of {', '.join(LEVELS)}")
     if norm not in NORMS:
         raise OwpInputError(f"unknown backbone norm {norm!r}; choose one of {', '.join(NORMS)}")
     pretrained = weights_backbone is not None
@@ -113,14 +124,21 @@ def resnet_fpn_backbone(
 
     norm_layer = misc_nn_ops.FrozenBatchNorm2d if norm == "frozen" else nn.BatchNorm2d
     trunk = _BUILDERS[depth](weights=None, norm_layer=norm_layer)
-    # After layer4 ``inplanes`` is C5's width; C3 and C4 have a quarter and a half of it.
+    # After layer4 ``inplanes`` is C5's width; each earlier stage has half the width of the next.
     c5_channels = trunk.inplanes
+    stages = (
+        ["layer2", "layer3", "layer4"]
+        if levels == "p3-p7"
+        else ["layer1", "layer2", "layer3", "layer4"]
+    )
     backbone = BackboneWithFPN(
         trunk,
-        return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
-        in_channels_list=[c5_channels // 4, c5_channels // 2, c5_channels],
+        return_layers={stage: str(index) for index, stage in enumerate(stages)},
+        in_channels_list=[c5_channels >> (len(stages) - 1 - i) for i in range(len(stages))],
         out_channels=out_channels,
-        extra_blocks=LastLevelP6P7(out_channels, out_channels),
+        extra_blocks=LastLevelP6P7(out_channels, out_channels)
+        if levels == "p3-p7"
+        else LastLevelMaxPool(),
     )
     if weights_backbone is not None:
         file = _weights_file(depth, weights_backbone)

@@ -1,66 +1,141 @@
 """Named model configurations: ``create_model(name, **overrides)`` and ``list_models()``.
 
-Plain functions and dataclasses, no string registry of callables: each name maps to the
-overrides it applies to :class:`~owp.models.fcos.FCOSOWPConfig`. Every model is built with
-random weights unless ``weights_backbone`` names local weights; nothing is downloaded.
+Plain functions and dataclasses, no string registry of callables: each name maps to a
+:class:`ModelSpec` — a model class, its config dataclass and the overrides the name applies.
+Every model is built with random weights unless ``weights_backbone`` names local weights;
+nothing is downloaded.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from owp.errors import OwpInputError
-from owp.models.fcos import FCOSOWP, FCOSOWPConfig
+from torch import nn
 
-MODEL_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "fcos_owp_r50_fpn": (
+from owp.errors import OwpInputError
+from owp.models.double_head import DoubleHeadConfig, DoubleHeadRCNN
+from owp.models.fcos import FCOSOWP, FCOSOWPConfig
+from owp.models.oln import OLN, OLNConfig
+from owp.models.rpn import RPNConfig, RPNProposer
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model name builds: ``model_type(config_type(**defaults, **overrides))``."""
+
+    description: str
+    model_type: type[nn.Module]
+    config_type: type
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+# CPU-sized variants: ResNet-18 + FPN at 64 channels on 320-512 px inputs.
+_TINY = {"depth": 18, "out_channels": 64, "min_size": 320, "max_size": 512}
+_TINY_RCNN = {**_TINY, "representation_size": 256}
+
+MODEL_CONFIGS: dict[str, ModelSpec] = {
+    "fcos_owp_r50_fpn": ModelSpec(
         "FCOS-OWP, ResNet-50 + FPN (256 ch, 4-conv towers): the paper's model",
+        FCOSOWP,
+        FCOSOWPConfig,
         {"depth": 50},
     ),
-    "fcos_owp_r18_fpn": ("FCOS-OWP, ResNet-18 + FPN (256 ch, 4-conv towers)", {"depth": 18}),
-    "fcos_owp_tiny": (
+    "fcos_owp_r18_fpn": ModelSpec(
+        "FCOS-OWP, ResNet-18 + FPN (256 ch, 4-conv towers)", FCOSOWP, FCOSOWPConfig, {"depth": 18}
+    ),
+    "fcos_owp_tiny": ModelSpec(
         "FCOS-OWP sized for CPU: ResNet-18 + FPN at 64 ch, 2-conv towers, 320-512 px inputs",
-        {
-            "depth": 18,
-            "out_channels": 64,
-            "num_convs": 2,
-            "norm_groups": 16,
-            "min_size": 320,
-            "max_size": 512,
-        },
+        FCOSOWP,
+        FCOSOWPConfig,
+        {**_TINY, "num_convs": 2, "norm_groups": 16},
+    ),
+    "rpn_r50_fpn": ModelSpec(
+        "Faster R-CNN RPN objectness proposals (torchvision), ResNet-50 + FPN P2-P6",
+        RPNProposer,
+        RPNConfig,
+        {"depth": 50},
+    ),
+    "rpn_r18_fpn": ModelSpec(
+        "Faster R-CNN RPN objectness proposals, ResNet-18 + FPN P2-P6",
+        RPNProposer,
+        RPNConfig,
+        {"depth": 18},
+    ),
+    "rpn_tiny": ModelSpec(
+        "Faster R-CNN RPN proposals sized for CPU: ResNet-18 + FPN at 64 ch, 320-512 px",
+        RPNProposer,
+        RPNConfig,
+        _TINY_RCNN,
+    ),
+    "oln_r50_fpn": ModelSpec(
+        "OLN (centerness RPN + IoU-scoring RoI head), ResNet-50 + FPN P2-P6",
+        OLN,
+        OLNConfig,
+        {"depth": 50},
+    ),
+    "oln_r18_fpn": ModelSpec("OLN, ResNet-18 + FPN P2-P6", OLN, OLNConfig, {"depth": 18}),
+    "oln_tiny": ModelSpec(
+        "OLN sized for CPU: ResNet-18 + FPN at 64 ch, 256-wide fc head, 320-512 px",
+        OLN,
+        OLNConfig,
+        _TINY_RCNN,
+    ),
+    "double_head_r50_fpn": ModelSpec(
+        "Double-Head R-CNN (2-fc classification, conv box regression), ResNet-50 + FPN",
+        DoubleHeadRCNN,
+        DoubleHeadConfig,
+        {"depth": 50},
+    ),
+    "double_head_r18_fpn": ModelSpec(
+        "Double-Head R-CNN, ResNet-18 + FPN", DoubleHeadRCNN, DoubleHeadConfig, {"depth": 18}
+    ),
+    "double_head_tiny": ModelSpec(
+        "Double-Head R-CNN sized for CPU: ResNet-18 + FPN at 64 ch, 256-wide heads, "
+        "2 bottlenecks, 320-512 px",
+        DoubleHeadRCNN,
+        DoubleHeadConfig,
+        {**_TINY_RCNN, "conv_channels": 256, "num_res_blocks": 2},
     ),
 }
 
 
 def list_models() -> dict[str, str]:
     """Model name -> one-line description."""
-    return {name: description for name, (description, _) in MODEL_CONFIGS.items()}
+    return {name: spec.description for name, spec in MODEL_CONFIGS.items()}
 
 
-def model_config(name: str, **overrides: Any) -> FCOSOWPConfig:
-    """The configuration of model ``name`` with ``overrides`` applied."""
+def model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name``; unknown names list the valid ones."""
     if name not in MODEL_CONFIGS:
         raise OwpInputError(f"unknown model {name!r}; available: {', '.join(MODEL_CONFIGS)}")
-    known = {f.name for f in fields(FCOSOWPConfig)}
+    return MODEL_CONFIGS[name]
+
+
+def model_config(name: str, **overrides: Any) -> Any:
+    """The configuration dataclass of model ``name`` with ``overrides`` applied."""
+    spec = model_spec(name)
+    known = {f.name for f in fields(spec.config_type)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise OwpInputError(
             f"unknown option(s) for {name}: {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
         )
     try:
-        return FCOSOWPConfig(**{**MODEL_CONFIGS[name][1], **overrides})
+        return spec.config_type(**{**spec.defaults, **overrides})
     except ValueError as err:
         raise OwpInputError(f"{name}: {err}") from None
 
 
-def create_model(name: str, **overrides: Any) -> FCOSOWP:
+def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build model ``name`` (see :func:`list_models`) with random weights.
 
-    ``overrides`` are :class:`~owp.models.fcos.FCOSOWPConfig` fields: torchvision's transform
-    arguments (``min_size``, ``max_size``, ``image_mean``, ``image_std``), head options
-    (``num_classes``, ``objectness``, ``conditional``, ...), target options and postprocess
-    options (``scoring``, ``score_thresh``, ``nms_thresh``, ``pre_nms_top_n``,
-    ``post_nms_top_n``).
+    ``overrides`` are fields of the model's config dataclass:
+    :class:`~owp.models.fcos.FCOSOWPConfig` for ``fcos_owp_*``,
+    :class:`~owp.models.rpn.RPNConfig` for ``rpn_*``, :class:`~owp.models.oln.OLNConfig` for
+    ``oln_*`` and :class:`~owp.models.double_head.DoubleHeadConfig` for ``double_head_*``:
+    torchvision's transform arguments (``min_size``, ``max_size``, ...), head options
+    (``num_classes``, ``objectness``, ...), target options and output options (``scoring``,
+    ``score_thresh``, ``nms_thresh``, ``post_nms_top_n``, ...).
     """
-    return FCOSOWP(model_config(name, **overrides))
+    return model_spec(name).model_type(model_config(name, **overrides))

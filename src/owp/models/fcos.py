@@ -11,7 +11,7 @@ scored as ``cls*centerness``, gives torchvision's detections.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -157,7 +157,15 @@ class FCOSOWP(nn.Module):
       model classifies), ``bbox_regression``, ``bbox_ctrness`` / ``bbox_iou`` (per branch);
     * eval mode: per image ``boxes`` ``[K, 4]`` (xyxy, original image coordinates), ``scores``,
       ``objectness``, and when the model classifies ``labels`` and ``class_scores``.
+
+    ``PARTS`` names the parameter-name prefixes of the parts training recipes act on.
     """
+
+    PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "backbone": ("backbone.",),
+        "classification": ("head.classification_head.",),
+        "localization": ("head.regression_head.",),
+    }
 
     def __init__(self, config: FCOSOWPConfig) -> None:
         super().__init__()
@@ -213,6 +221,10 @@ class FCOSOWP(nn.Module):
             self.postprocess_config,
         )
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def training_stats(self) -> dict[str, float]:
+        """Extra values the trainer logs: ``masked`` locations when unknown-object masking is on."""
+        return {"masked": float(self.last_masked)} if self.config.unknown_mask else {}
 
     def compute_losses(
         self, outputs: dict[str, Tensor], points: Points, targets: list[dict[str, Tensor]]

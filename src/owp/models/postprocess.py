@@ -65,6 +65,10 @@ class PostprocessConfig:
     def classifying(self) -> bool:
         return self.scoring in CLASS_SCORINGS
 
+    def detection_scoring(self) -> str:
+        """The scoring used for base-class AP: this one if it classifies, else ``cls*<it>``."""
+        return self.scoring if self.classifying else f"cls*{self.scoring}"
+
     def required_outputs(self) -> tuple[str, ...]:
         """The head outputs this scoring reads."""
         return _BRANCHES_OF[self.scoring]
