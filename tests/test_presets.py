@@ -18,7 +18,7 @@ from owp.config import RunConfig, list_groups, list_presets, load_group, load_pr
 from owp.engine.recipes import RECIPES
 from owp.engine.trainer import RUN_PREFIX
 from owp.models.factory import create_model, model_config
-from owp.models.postprocess import CLASS_SCORINGS, SCORING_MODES
+from owp.models.postprocess import CLASS_SCORINGS
 
 PRESETS = sorted(list_presets())
 GROUPS = sorted(list_groups())
@@ -31,7 +31,9 @@ LEGACY = {
     "coco-voc-iou-cs-is",
 }
 """Presets shipped before the paper tables (their descriptions predate the table naming)."""
-PAPER = [name for name in PRESETS if name not in LEGACY]
+REFERENCES = [n for n in PRESETS if not load_preset(n).model.name.startswith("fcos_owp")]
+"""The two-stage references (RPN, OLN, Double-Head): not rows of the paper's tables."""
+PAPER = [name for name in PRESETS if name not in LEGACY and name not in REFERENCES]
 EXPECTED_GROUPS = {
     "coco-voc-table1",
     "coco-voc-table3",
@@ -41,6 +43,8 @@ EXPECTED_GROUPS = {
     "synth-table3",
     "synth-appendix",
     "synth-objectness",
+    "synth-two-stage",
+    "coco-voc-two-stage",
 }
 BASE_CLASSES = {"coco-voc": 20, "lvis-v1": 1103, "synthetic": 8}
 ARCHITECTURE = ("depth", "out_channels", "num_convs", "norm_groups", "objectness", "conditional")
@@ -78,13 +82,14 @@ def test_the_paper_presets_and_groups_are_shipped():
 def test_preset_loads_and_its_model_config_validates(name):
     config = preset(name)
     assert config.description and "\n" not in config.description
-    model_config(config.model.name, **config.model.options)
+    outputs = model_config(config.model.name, **config.model.options).postprocess_config()
     assert config.train.recipe in RECIPES
     for scoring in (config.eval.proposal_scoring, config.eval.detection_scoring):
-        assert scoring is None or scoring in SCORING_MODES
+        if scoring is not None:
+            replace(outputs, scoring=scoring)  # raises for a scoring the model does not offer
 
 
-@pytest.mark.parametrize("name", [n for n in PRESETS if preset(n).model.name == "fcos_owp_tiny"])
+@pytest.mark.parametrize("name", [n for n in PRESETS if preset(n).model.name.endswith("_tiny")])
 def test_tiny_preset_model_builds(name):
     config = preset(name)
     model = create_model(config.model.name, **config.model.options)
@@ -275,7 +280,9 @@ def test_synthetic_table3_duplicates_match_their_table1_rows():
 
 def test_synthetic_rows_mirror_every_coco_row():
     coco = {n.removeprefix("coco-voc-") for n in PRESETS if n.startswith("coco-voc-")}
-    synth = {re.sub(r"^synth-(t\d-)?", "", n) for n in PAPER if n.startswith("synth-")}
+    synth = {
+        re.sub(r"^synth-(t\d-)?", "", n) for n in [*PAPER, *REFERENCES] if n.startswith("synth-")
+    }
     assert coco == synth
     for row in coco:
         candidates = [f"synth-t1-{row}", f"synth-t3-{row}", f"synth-{row}"]
@@ -329,3 +336,37 @@ def test_table_groups_follow_the_paper_rows():
         "synth-geomean",
         "synth-iou-cs-is",
     )
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_two_stage_references_share_the_fcos_owp_budget(name):
+    config = preset(name)
+    family = config.model.name.rsplit("_", 1)[0].removesuffix("_r50")
+    assert family in ("rpn", "oln", "double_head")
+    classifying = family == "double_head"
+    assert ("num_classes" in config.model.options) == classifying
+    if classifying:
+        assert config.model.options["num_classes"] == BASE_CLASSES[config.data.split]
+        assert config.train.recipe == "joint"
+        assert (config.eval.proposal_scoring, config.eval.detection_scoring) == ("rpn", "cls")
+    reference = preset(
+        "synth-t1-conditional-iou-cs-is" if name.startswith("synth-") else "coco-voc-iou-cs-is"
+    )
+    assert config.data == reference.data
+    if name.startswith("synth-"):
+        assert config.model.name == f"{family}_tiny"
+        assert replace(config.train, recipe="owp") == replace(reference.train, recipe="owp")
+    else:
+        assert config.model.name == f"{family}_r50_fpn"
+        assert config.train.batch_size == 16 and config.train.base_lr == 0.02
+        epochs_8 = (46500, (34900, 40700))  # OLN's 8 epochs over ~93k VOC-class images
+        schedule = (config.train.max_iters, config.train.steps)
+        assert schedule == (epochs_8 if family == "oln" else (90000, (60000, 80000)))
+
+
+def test_two_stage_groups_compare_fcos_owp_with_every_reference():
+    for group, prefix in (("synth-two-stage", "synth-"), ("coco-voc-two-stage", "coco-voc-")):
+        study = load_group(group)
+        assert study.baseline == f"{prefix}rpn"
+        assert {f"{prefix}rpn", f"{prefix}oln", f"{prefix}double-head"} <= set(study.presets)
+        assert any(preset(n).model.options.get("conditional") for n in study.presets)

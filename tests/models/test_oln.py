@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from owp.models.factory import create_model, model_config
 from owp.models.oln import (
@@ -116,6 +117,19 @@ def test_final_score_is_the_geometric_mean_of_rpn_centerness_and_roi_iou():
     assert torch.equal(output["objectness"], output["scores"])
 
 
+def test_rpn_starts_by_proposing_its_anchors():
+    torch.manual_seed(0)
+    model = create_model("oln_tiny", min_size=128, max_size=128).eval()
+    torch.nn.init.zeros_(model.rpn.head.bbox_pred.weight)
+    with torch.no_grad():
+        image_list, _ = model.transform([torch.rand(3, 128, 128)])
+        features = model.backbone(image_list.tensors)
+        proposals, _, _ = model.rpn(image_list, features)
+        anchors = model.rpn.anchor_generator(image_list, list(features.values()))[0]
+    clipped = anchors.clamp(min=0, max=128)
+    assert (box_iou(proposals[0], clipped).max(dim=1).values > 0.999).all()
+
+
 def test_rpn_keeps_the_top_per_level_without_nms_at_test_time():
     torch.manual_seed(0)
     model = create_model(
@@ -125,8 +139,6 @@ def test_rpn_keeps_the_top_per_level_without_nms_at_test_time():
         rpn_pre_nms_top_n_test=50,
         rpn_post_nms_top_n_test=10_000,
     ).eval()
-    # At init the ltrb outputs are ~0 (degenerate boxes, dropped); make every box anchor-sized.
-    torch.nn.init.constant_(model.rpn.head.bbox_pred.bias, 0.5)
     with torch.no_grad():
         image_list, _ = model.transform([torch.rand(3, 128, 128)])
         features = model.backbone(image_list.tensors)

@@ -122,6 +122,10 @@ def mini_config(name, folder, max_iters):
             "data.num_workers=0",
             "model.min_size=128",
             "model.max_size=128",
+            # Fewer RoIs than the papers' 2000 / 512 keep the CPU test quick.
+            "model.rpn_post_nms_top_n_train=300",
+            "model.rpn_post_nms_top_n_test=300",
+            "model.box_batch_size_per_image=128",
             "train.batch_size=4",
             "train.warmup_iters=2",
             "train.log_period=1",

@@ -85,7 +85,14 @@ class OLNRPNHead(RPNHead):
     """torchvision's ``RPNHead`` with the shared conv output L2-normalised over channels.
 
     ``cls_logits`` is the centerness logit, ``bbox_pred`` the ltrb distances (anchor units).
+    The ``bbox_pred`` bias starts at 0.5 so that every anchor first proposes itself, as a
+    delta-coded RPN does at zero output (owp's choice: at OLN's zero init every box is a point,
+    dropped as empty, and an IoU loss gives no gradient to a box of negative width).
     """
+
+    def __init__(self, in_channels: int, num_anchors: int) -> None:
+        super().__init__(in_channels, num_anchors)
+        nn.init.constant_(self.bbox_pred.bias, 0.5)
 
     def forward(self, x: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         logits, boxes = [], []

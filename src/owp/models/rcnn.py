@@ -11,6 +11,7 @@ torchvision's blocks and implement :meth:`TwoStageDetector.compute_losses` and
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -184,7 +185,7 @@ class RCNNConfig:
         }
 
 
-class TwoStageDetector(nn.Module):
+class TwoStageDetector(nn.Module, ABC):
     """transform → backbone (P2-P6) → ``self.rpn`` → ``self.roi_heads``; the owp contract.
 
     ``model(images)`` with ``images`` a list of ``Tensor[3, H, W]`` in 0..1:
@@ -231,15 +232,15 @@ class TwoStageDetector(nn.Module):
         detections = self.detect(image_list, features)
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
+    @abstractmethod
     def compute_losses(
         self, images: ImageList, features: dict[str, Tensor], targets: list[dict[str, Tensor]]
     ) -> dict[str, Tensor]:
         """Named losses; ``targets`` are in torchvision's form (labels 1.., 0 = background)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def detect(self, images: ImageList, features: dict[str, Tensor]) -> list[dict[str, Tensor]]:
         """Per image outputs in the resized input coordinates (see the class docstring)."""
-        raise NotImplementedError
 
     def training_stats(self) -> dict[str, float]:
         """Extra values the trainer logs per log step (none for two-stage models)."""
