@@ -159,7 +159,8 @@ def _add_model_commands(commands) -> None:
     evaluate.add_argument("--max-dets", default="10,20,50,100,300,1000", help="budgets k")
     evaluate.add_argument(
         "--scoring",
-        help="override the scoring mode (FCOS-OWP: centerness, iou, geomean, cls*centerness, "
+        help="rank proposals by this scoring instead of the run's (FCOS-OWP: centerness, iou, "
+        "geomean, cls*centerness, "
         "cls*iou; two-stage: rpn, roi, oln, iou, cls)",
     )
     evaluate.add_argument("--batch-size", type=int, default=8)
@@ -346,6 +347,10 @@ def _run_eval(args: argparse.Namespace) -> None:
         protocol=args.protocol,
         max_dets=max_dets,
         batch_size=args.batch_size,
+        # Without --scoring, the run's own eval settings (e.g. a Double-Head run ranks its
+        # proposals by RPN objectness and its detections by class scores).
+        proposal_scoring=None if args.scoring else saved["eval"].get("proposal_scoring"),
+        detection_scoring=saved["eval"].get("detection_scoring"),
         out_dir=out,
         progress=True,
     )

@@ -160,6 +160,10 @@ def test_eval_and_predict_through_the_cli(name, mini_set, tmp_path, capsys):
     assert metrics["scoring"] == scoring and "AR@100" in metrics
     if name == "double_head_tiny":
         assert metrics["detection_scoring"] == "cls" and "AP" in metrics
+        # Without --scoring the run's own eval settings apply: RPN proposals, class detections.
+        assert main(["eval", str(run), "--data", str(mini_set), "--out", str(tmp_path / "e2")]) == 0
+        metrics = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+        assert (metrics["scoring"], metrics["detection_scoring"]) == ("rpn", "cls")
     out = tmp_path / "pred"
     assert main(["predict", str(run), str(mini_set / "val"), "--out", str(out)]) == 0
     records = json.loads(next(out.glob("*.json")).read_text())

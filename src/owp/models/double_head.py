@@ -27,12 +27,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops.misc import Conv2dNormActivation
 
-from owp.models.rcnn import ROI_SIZE, RCNNConfig, TwoStageDetector, select_boxes
-from owp.models.rpn import rpn_forward
+from owp.models.rcnn import ROI_SIZE, RCNNConfig, TwoStageDetector, select_boxes, select_each
+from owp.models.rpn import build_rpn, rpn_forward
 
 
 @dataclass
@@ -208,12 +207,7 @@ class DoubleHeadRCNN(TwoStageDetector):
 
     def __init__(self, config: DoubleHeadConfig) -> None:
         super().__init__(config)
-        anchors = config.anchor_generator()
-        self.rpn = RegionProposalNetwork(
-            anchors,
-            RPNHead(config.out_channels, anchors.num_anchors_per_location()[0]),
-            **config.rpn_arguments(),
-        )
+        self.rpn = build_rpn(config)
         self.roi_heads = DoubleHeadRoIHeads(config)
 
     def compute_losses(self, images, features, targets):
@@ -225,12 +219,7 @@ class DoubleHeadRCNN(TwoStageDetector):
         proposals, objectness, _ = rpn_forward(self.rpn, images, features)
         config = self.postprocess_config
         if config.scoring == "rpn":
-            return [
-                select_boxes(boxes, scores, size, config, objectness=scores)
-                for boxes, scores, size in zip(
-                    proposals, objectness, images.image_sizes, strict=True
-                )
-            ]
+            return select_each(proposals, objectness, images.image_sizes, config)
         probabilities, refined = self.roi_heads.predict(features, proposals, images.image_sizes)
         results = []
         for probs, boxes, rpn_scores, size in zip(

@@ -47,7 +47,7 @@ from owp.models.rcnn import (
     RCNNConfig,
     TwoStageDetector,
     aligned_box_iou,
-    select_boxes,
+    select_each,
 )
 
 
@@ -346,18 +346,10 @@ class OLN(TwoStageDetector):
         proposals, centerness, _ = self.rpn(images, features)
         config = self.postprocess_config
         if config.scoring == "rpn":
-            candidates = [
-                (boxes, scores, scores) for boxes, scores in zip(proposals, centerness, strict=True)
-            ]
-        else:
-            refined, iou = self.roi_heads.predict(features, proposals, images.image_sizes)
-            candidates = []
-            for boxes, rpn_scores, roi_iou in zip(refined, centerness, iou, strict=True):
-                score = oln_score(rpn_scores, roi_iou) if config.scoring == "oln" else roi_iou
-                candidates.append((boxes, score, score))
-        return [
-            select_boxes(boxes, scores, size, config, objectness=objectness)
-            for (boxes, scores, objectness), size in zip(
-                candidates, images.image_sizes, strict=True
-            )
+            return select_each(proposals, centerness, images.image_sizes, config)
+        refined, iou = self.roi_heads.predict(features, proposals, images.image_sizes)
+        scores = [
+            oln_score(rpn_scores, roi_iou) if config.scoring == "oln" else roi_iou
+            for rpn_scores, roi_iou in zip(centerness, iou, strict=True)
         ]
+        return select_each(refined, scores, images.image_sizes, config)

@@ -302,6 +302,19 @@ def select_boxes(
     return result
 
 
+def select_each(
+    boxes: list[Tensor],
+    scores: list[Tensor],
+    image_sizes: list[tuple[int, int]],
+    config: RCNNPostprocessConfig,
+) -> list[dict[str, Tensor]]:
+    """:func:`select_boxes` per image for class-agnostic boxes whose score is their objectness."""
+    return [
+        select_boxes(image_boxes, image_scores, size, config, objectness=image_scores)
+        for image_boxes, image_scores, size in zip(boxes, scores, image_sizes, strict=True)
+    ]
+
+
 def aligned_box_iou(boxes: Tensor, others: Tensor) -> Tensor:
     """IoU of ``boxes[i]`` with ``others[i]`` (both ``[N, 4]`` xyxy) → ``[N]``, differentiable.
 

@@ -34,6 +34,7 @@ from owp.models.rcnn import (
     RCNNPostprocessConfig,
     TwoStageDetector,
     select_boxes,
+    select_each,
 )
 
 
@@ -63,6 +64,16 @@ class RPNConfig(RCNNConfig):
         return replace(
             super().postprocess_config(), choices=self.SCORINGS if self.roi_heads else ("rpn",)
         )
+
+
+def build_rpn(config: RCNNConfig) -> RegionProposalNetwork:
+    """torchvision's ``RegionProposalNetwork`` with ``RPNHead`` for ``config``'s anchors."""
+    anchors = config.anchor_generator()
+    return RegionProposalNetwork(
+        anchors,
+        RPNHead(config.out_channels, anchors.num_anchors_per_location()[0]),
+        **config.rpn_arguments(),
+    )
 
 
 def rpn_forward(
@@ -104,12 +115,7 @@ class RPNProposer(TwoStageDetector):
 
     def __init__(self, config: RPNConfig) -> None:
         super().__init__(config)
-        anchors = config.anchor_generator()
-        self.rpn = RegionProposalNetwork(
-            anchors,
-            RPNHead(config.out_channels, anchors.num_anchors_per_location()[0]),
-            **config.rpn_arguments(),
-        )
+        self.rpn = build_rpn(config)
         self.roi_heads = None
         if config.roi_heads:
             self.roi_heads = RoIHeads(
@@ -130,26 +136,19 @@ class RPNProposer(TwoStageDetector):
         proposals, objectness, _ = rpn_forward(self.rpn, images, features)
         config = self.postprocess_config
         if config.scoring == "rpn":
-            return [
-                select_boxes(boxes, scores, size, config, objectness=scores)
-                for boxes, scores, size in zip(
-                    proposals, objectness, images.image_sizes, strict=True
-                )
-            ]
+            return select_each(proposals, objectness, images.image_sizes, config)
         heads = self.roi_heads
         pooled = heads.box_roi_pool(features, proposals, images.image_sizes)
         class_logits, regression = heads.box_predictor(heads.box_head(pooled))
         refined = heads.box_coder.decode(regression, proposals)[:, 1]
         object_probability = torch.softmax(class_logits, -1)[:, 1]
-        results = []
-        for boxes, scores, size in zip(
-            refined.split([len(p) for p in proposals]),
-            object_probability.split([len(p) for p in proposals]),
+        counts = [len(p) for p in proposals]
+        return select_each(
+            list(refined.split(counts)),
+            list(object_probability.split(counts)),
             images.image_sizes,
-            strict=True,
-        ):
-            results.append(select_boxes(boxes, scores, size, config, objectness=scores))
-        return results
+            config,
+        )
 
 
 @torch.inference_mode()
