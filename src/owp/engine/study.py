@@ -418,7 +418,7 @@ def _results_markdown(rows: list[dict[str, Any]], presets: Sequence[str], baseli
                 **{column: row.get(column) for column in RECALL_COLUMNS},
                 "AP (base)": row.get("AP", ""),
                 "train time (min)": "" if seconds is None else f"{seconds / 60:.1f}",
-                "inference img/s": row.get("images_per_second", ""),
+                "inference img/s": f"{row['images_per_second']:.1f}",
                 "ΔAR@100": "baseline"
                 if row["run"] == baseline
                 else ("n/a" if delta is None else f"{delta:+.1f}"),
