@@ -73,6 +73,8 @@ def test_rpn_proposals_restores_the_mode_and_rejects_bad_input(faster_rcnn, imag
     faster_rcnn.eval()
     with pytest.raises(TypeError, match="torchvision Faster R-CNN"):
         owp.rpn_proposals(torch.nn.Linear(2, 2), images)
+    with pytest.raises(TypeError, match="got OLNRPN"):
+        owp.rpn_proposals(create_model("oln_tiny"), images)
     with pytest.raises(ValueError, match=r"Tensor\[3, H, W\]"):
         owp.rpn_proposals(faster_rcnn, torch.rand(2, 3, 64, 64))
 

@@ -186,8 +186,11 @@ def rpn_proposals(
                 f"rpn_proposals needs a torchvision Faster R-CNN (no .{part} on "
                 f"{type(model).__name__})"
             )
-    if not isinstance(model.rpn, RegionProposalNetwork):
-        raise TypeError("rpn_proposals needs model.rpn to be torchvision's RegionProposalNetwork")
+    if type(model.rpn) is not RegionProposalNetwork:
+        raise TypeError(
+            "rpn_proposals needs model.rpn to be torchvision's RegionProposalNetwork, got "
+            f"{type(model.rpn).__name__} (owp models: set scoring='rpn' and call the model)"
+        )
     if not isinstance(images, (list, tuple)) or not all(
         isinstance(image, Tensor) and image.dim() == 3 and image.shape[0] == 3 for image in images
     ):
