@@ -12,6 +12,9 @@ paper's Double-Head-Ext: the fc head also regresses and the conv head also class
 l_conv L_reg(conv))`` (w 2.0 / 2.5, l 0.7 / 0.8), and the class scores fuse as
 ``s_fc + s_conv (1 - s_fc)``.
 
+Both branches read the same 7x7 RoIAlign features (mmdetection's config also enlarges the conv
+branch's RoIs 1.3x; the paper's head does not need it and owp does not do it).
+
 It is a classifying detector (``scoring="cls"``: per-class scores, per-class NMS; base AP).
 Its open-world proposals come from ``scoring="rpn"`` (the RPN's class-agnostic objectness on
 the RPN boxes — the presets use this) or ``scoring="roi"`` (the best foreground class

@@ -17,6 +17,10 @@ A two-stage proposer that never learns to classify; both stages learn localizati
   regressed with L1 onto IoU(RoI, matched ground truth) on positive RoIs.
 * Final score ``sqrt(rpn centerness x RoI IoU)`` on the refined boxes, NMS 0.7.
 
+Where OLN's mmdetection code and torchvision differ, owp keeps torchvision's conventions: every
+anchor trains (OLN drops anchors crossing the image border), losses are normalised as
+torchvision's RPN and RoI losses are.
+
 Written by hand (no library has them): the centerness targets for anchors, the OLN sampling,
 the IoU score head and loss; everything else is torchvision's.
 """
