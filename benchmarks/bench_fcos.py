@@ -39,14 +39,11 @@ Two choices keep the comparison like for like:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
 import torch
 import torchvision
@@ -56,6 +53,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+import bench_assign  # a sibling script: run as a script, benchmarks/ is on sys.path
 import owp
 from owp.models.assign import assign, make_points, pad_targets
 
@@ -68,17 +66,6 @@ BACKBONES: dict[str, tuple[type[nn.Module], int]] = {
     "frozen": (misc_nn_ops.FrozenBatchNorm2d, 3),
     "batch": (nn.BatchNorm2d, 5),
 }
-
-
-def load_bench_assign() -> ModuleType:
-    """``benchmarks/bench_assign.py``, imported from this script's folder."""
-    path = Path(__file__).resolve().with_name("bench_assign.py")
-    spec = importlib.util.spec_from_file_location("bench_assign", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def torchvision_fcos(depth: int, norm: str, size: int) -> FCOS:
@@ -209,7 +196,6 @@ def feature_layout(
 
 
 def benchmark_assignment(
-    bench_assign: ModuleType,
     feature_sizes: list[tuple[int, int]],
     padded: tuple[int, int],
     boxes: list[Tensor],
@@ -297,7 +283,6 @@ def main() -> None:
     on_cuda = device.type == "cuda"
     iters = args.iters if args.iters is not None else (20 if on_cuda else 5)
     warmup = args.warmup if args.warmup is not None else (3 if on_cuda else 1)
-    bench_assign = load_bench_assign()
 
     torch.manual_seed(args.seed)
     reference = torchvision_fcos(args.depth, args.backbone, args.size)
@@ -409,7 +394,7 @@ def main() -> None:
     # 3. Assignment at the benchmarked feature sizes.
     feature_sizes, padded = feature_layout(classifier, images)
     owp_ms, loop_ms, equal = benchmark_assignment(
-        bench_assign, feature_sizes, padded, assign_boxes, max(10, 4 * iters), device
+        feature_sizes, padded, assign_boxes, max(10, 4 * iters), device
     )
 
     batch = args.batch

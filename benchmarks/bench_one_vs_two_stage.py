@@ -28,18 +28,17 @@ call — the model's weights and the input batch excluded in both cases.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from torch import nn
 
+import bench_fcos  # a sibling script (timing helpers): benchmarks/ is on sys.path
 import owp
 
 MODELS: dict[str, tuple[str, dict[str, object]]] = {
@@ -53,17 +52,6 @@ MODELS: dict[str, tuple[str, dict[str, object]]] = {
 }
 REFERENCE = "FCOS-OWP (cond. IoU-CS-IS)"
 MIB = 2**20
-
-
-def load_bench_fcos() -> ModuleType:
-    """``benchmarks/bench_fcos.py`` (timing helpers), imported from this script's folder."""
-    path = Path(__file__).resolve().with_name("bench_fcos.py")
-    spec = importlib.util.spec_from_file_location("bench_fcos", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build(label: str, args: argparse.Namespace) -> nn.Module:
@@ -130,9 +118,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", choices=tuple(MODELS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    bench = load_bench_fcos()
     if args.child:
-        run_child(args.child, args, bench.predict)
+        run_child(args.child, args, bench_fcos.predict)
         return
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
@@ -141,23 +128,23 @@ def main() -> None:
     images = random_batch(args)
     models = {label: build(label, args) for label in MODELS}
     print(
-        f"device {bench.device_name(device)}, torch {torch.__version__}, threads "
+        f"device {bench_fcos.device_name(device)}, torch {torch.__version__}, threads "
         f"{torch.get_num_threads()}; ResNet-{args.depth} + FPN (256 ch), batch {args.batch} x "
         f"{args.size}x{args.size}, 100 boxes per image; {iters} timed iterations after {warmup}"
     )
     boxes = {
-        label: [len(output["boxes"]) for output in bench.predict(model, images)]
+        label: [len(output["boxes"]) for output in bench_fcos.predict(model, images)]
         for label, model in models.items()
     }
-    seconds = bench.take_turns(
-        {label: (lambda m=m: bench.predict(m, images)) for label, m in models.items()},
+    seconds = bench_fcos.take_turns(
+        {label: (lambda m=m: bench_fcos.predict(m, images)) for label, m in models.items()},
         warmup,
         iters,
         device,
     )
     if on_cuda:
         peaks = {
-            label: bench.peak_mib(lambda m=m: bench.predict(m, images), device)
+            label: bench_fcos.peak_mib(lambda m=m: bench_fcos.predict(m, images), device)
             for label, m in models.items()
         }
     else:
