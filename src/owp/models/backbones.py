@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -149,6 +150,19 @@ def resnet_fpn_backbone(
         if name.split(".", 1)[0] not in trainable:
             parameter.requires_grad_(False)
     return backbone
+
+
+def backbone_for(config: Any, *, levels: str = "p3-p7") -> BackboneWithFPN:
+    """:func:`resnet_fpn_backbone` from a model config's ``depth``, ``out_channels``,
+    ``weights_backbone``, ``trainable_layers`` and ``backbone_norm`` fields."""
+    return resnet_fpn_backbone(
+        config.depth,
+        out_channels=config.out_channels,
+        weights_backbone=config.weights_backbone,
+        trainable_layers=config.trainable_layers,
+        norm=config.backbone_norm,
+        levels=levels,
+    )
 
 
 def _weights_file(depth: int, weights_backbone: str | Path) -> Path:

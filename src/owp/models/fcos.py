@@ -31,7 +31,7 @@ from owp.models.assign import (
     pad_targets,
     unknown_object_mask,
 )
-from owp.models.backbones import resnet_fpn_backbone
+from owp.models.backbones import backbone_for
 from owp.models.heads import FCOSOWPHead
 from owp.models.losses import (
     classification_loss,
@@ -173,13 +173,7 @@ class FCOSOWP(nn.Module):
         self.transform = GeneralizedRCNNTransform(
             config.min_size, config.max_size, list(config.image_mean), list(config.image_std)
         )
-        self.backbone = resnet_fpn_backbone(
-            config.depth,
-            out_channels=config.out_channels,
-            weights_backbone=config.weights_backbone,
-            trainable_layers=config.trainable_layers,
-            norm=config.backbone_norm,
-        )
+        self.backbone = backbone_for(config)
         self.head = FCOSOWPHead(
             config.out_channels,
             config.num_classes,

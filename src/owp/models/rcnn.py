@@ -22,7 +22,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
 
-from owp.models.backbones import resnet_fpn_backbone
+from owp.models.backbones import backbone_for
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -207,14 +207,7 @@ class TwoStageDetector(nn.Module, ABC):
         self.transform = GeneralizedRCNNTransform(
             config.min_size, config.max_size, list(config.image_mean), list(config.image_std)
         )
-        self.backbone = resnet_fpn_backbone(
-            config.depth,
-            out_channels=config.out_channels,
-            weights_backbone=config.weights_backbone,
-            trainable_layers=config.trainable_layers,
-            norm=config.backbone_norm,
-            levels="p2-p6",
-        )
+        self.backbone = backbone_for(config, levels="p2-p6")
         self.postprocess_config = config.postprocess_config()
 
     def forward(
