@@ -28,8 +28,9 @@ from pycocotools import mask as coco_mask
 from owp.data.coco import load_instances
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
-from owp.evaluation.cocoeval import AREA_NAMES, AREA_RANGES, run_cocoeval
-from owp.evaluation.results import Results, read_results
+from owp.evaluation.cocoeval import AREA_NAMES, AREA_RANGES, check_engine, run_cocoeval
+from owp.evaluation.matching import candidate_pairs, first_matches, layout, recall_counts
+from owp.evaluation.results import ResultArrays, Results, read_result_arrays
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def evaluate_proposals(
     *,
     protocol: str = "strict",
     max_dets: Sequence[int] = DEFAULT_MAX_DETS,
-    engine: str = "faster-coco-eval",
+    engine: str = "owp",
 ) -> dict[str, Any]:
     """Novel-class AR@k of class-agnostic proposals.
 
@@ -55,7 +56,8 @@ def evaluate_proposals(
         split: built-in name, split file, or split object naming base and novel classes.
         protocol: ``"strict"`` or ``"oln"`` (module docstring).
         max_dets: the budgets k, positive integers.
-        engine: ``"faster-coco-eval"`` or ``"pycocotools"``.
+        engine: ``"owp"`` (owp's vectorised matcher), ``"faster-coco-eval"`` or
+            ``"pycocotools"`` (COCOeval itself: the references, same numbers).
 
     Returns:
         ``{"AR@<k>": float for each k, "AR_small@K", "AR_medium@K", "AR_large@K", "protocol",
@@ -66,6 +68,7 @@ def evaluate_proposals(
     if protocol not in PROTOCOLS:
         raise OwpInputError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     budgets = check_max_dets(max_dets)
+    check_engine(engine)
     gt_name = gt if isinstance(gt, str | Path) else "ground truth"
     dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
     split = resolve_split(split, dataset["categories"], gt_name)
@@ -75,9 +78,8 @@ def evaluate_proposals(
             "classes (a split file with 'base: []' evaluates every class)"
         )
     image_ids = [img["id"] for img in dataset["images"]]
-    proposals = read_results(
-        proposals, image_ids, name=proposals if isinstance(proposals, str | Path) else "proposals"
-    )
+    name = proposals if isinstance(proposals, str | Path) else "proposals"
+    columns = read_result_arrays(proposals, image_ids, name=name)
     novel = set(split.novel_ids)
     gt_dataset = {
         "images": dataset["images"],
@@ -85,27 +87,19 @@ def evaluate_proposals(
         "categories": [c for c in dataset["categories"] if c["id"] in novel],
     }
     size_budget = max((k for k in budgets if k <= 100), default=min(budgets))
-    metrics: dict[str, Any] = {}
-    # strict: one evaluation. oln: the filter depends on the area range (as in OLN's own
-    # evaluation), so each area range is evaluated on its own filtered proposals.
-    for area in ("all",) if protocol == "strict" else AREA_NAMES:
-        kept = proposals
-        if protocol == "oln":
-            kept = drop_base_matched(
-                proposals, dataset["annotations"], split.base_ids, max(budgets), AREA_RANGES[area]
-            )
-        recall = run_cocoeval(
-            gt_dataset, kept, budgets, use_cats=False, category_id=split.novel_ids[0], engine=engine
-        )["recall"]
-        for name in AREA_NAMES if protocol == "strict" else (area,):
-            if name == "all":
-                metrics.update(
-                    {f"AR@{k}": mean_recall(recall, name, budgets.index(k)) for k in budgets}
-                )
-            else:
-                metrics[f"AR_{name}@{size_budget}"] = mean_recall(
-                    recall, name, budgets.index(size_budget)
-                )
+    if engine == "owp":
+        recalls = _owp_recalls(dataset, columns, split, protocol, budgets)
+    else:
+        recalls = _cocoeval_recalls(
+            dataset, gt_dataset, columns.to_list(), split, protocol, budgets, engine
+        )
+    metrics: dict[str, Any] = {
+        f"AR@{k}": mean_recall(recalls["all"], "all", budgets.index(k)) for k in budgets
+    }
+    for area in AREA_NAMES[1:]:
+        metrics[f"AR_{area}@{size_budget}"] = mean_recall(
+            recalls[area], area, budgets.index(size_budget)
+        )
     metrics.update(
         protocol=protocol,
         split=split.name,
@@ -113,6 +107,105 @@ def evaluate_proposals(
         num_gt=sum(1 for a in gt_dataset["annotations"] if not a["iscrowd"]),
     )
     return metrics
+
+
+def _cocoeval_recalls(
+    dataset: Mapping[str, Any],
+    gt_dataset: Mapping[str, Any],
+    proposals: Results,
+    split: ClassSplit,
+    protocol: str,
+    budgets: list[int],
+    engine: str,
+) -> dict[str, np.ndarray]:
+    """Area name -> COCOeval's ``recall[T, K, A, M]`` array holding that area's recall, from a
+    COCO engine. strict: one evaluation. oln: the filter depends on the area range (as in OLN's
+    own evaluation), so each area range is evaluated on its own filtered proposals."""
+    if protocol == "strict":
+        recall = run_cocoeval(
+            gt_dataset,
+            proposals,
+            budgets,
+            use_cats=False,
+            category_id=split.novel_ids[0],
+            engine=engine,
+        )["recall"]
+        return dict.fromkeys(AREA_NAMES, recall)
+    recalls = {}
+    for area in AREA_NAMES:
+        kept = drop_base_matched(
+            proposals, dataset["annotations"], split.base_ids, max(budgets), AREA_RANGES[area]
+        )
+        recalls[area] = run_cocoeval(
+            gt_dataset, kept, budgets, use_cats=False, category_id=split.novel_ids[0], engine=engine
+        )["recall"]
+    return recalls
+
+
+def _owp_recalls(
+    dataset: Mapping[str, Any],
+    proposals: ResultArrays,
+    split: ClassSplit,
+    protocol: str,
+    budgets: list[int],
+) -> dict[str, np.ndarray]:
+    """:func:`_cocoeval_recalls` computed by owp's vectorised matcher (same numbers)."""
+    images = np.array([img["id"] for img in dataset["images"]], dtype=np.int64)
+    by_id = np.argsort(images, kind="stable")
+    index_of = lambda ids: by_id[np.searchsorted(images[by_id], ids)]  # noqa: E731
+    anns = dataset["annotations"]
+    category = np.array([a["category_id"] for a in anns], dtype=np.int64)
+    crowd = np.array([bool(a["iscrowd"]) for a in anns], dtype=bool)
+    novel = np.isin(category, split.novel_ids)
+    keep = novel & ~crowd if protocol == "strict" else np.ones(len(anns), dtype=bool)
+    picked = np.flatnonzero(keep)
+    gt_image = index_of(np.array([anns[i]["image_id"] for i in picked], dtype=np.int64))
+    lay = layout(
+        len(images),
+        gt_image,
+        category[picked],
+        index_of(proposals.image_ids),
+        proposals.scores,
+        max(budgets),
+    )
+    picked = picked[lay.gt_index]
+    boxes = np.array([anns[i]["bbox"] for i in picked], dtype=np.float64).reshape(-1, 4)
+    area = np.array([anns[i]["area"] for i in picked], dtype=np.float64)
+    category, crowd, novel = category[picked], crowd[picked], novel[picked]
+    in_range = np.stack([(area >= lo) & (area <= hi) for lo, hi in AREA_RANGES.values()])
+    det_boxes = proposals.boxes[lay.det_index]
+    num_dets = len(lay.det_index)
+    if protocol == "strict":
+        pairs = candidate_pairs(lay, det_boxes, boxes)
+        counts = recall_counts(pairs, lay.det_rank, in_range, budgets)
+        totals = in_range.sum(axis=1)
+        return {name: _as_cocoeval_recall(counts, totals, a) for a, name in enumerate(AREA_NAMES)}
+    pairs = candidate_pairs(lay, det_boxes, boxes, crowd)
+    is_base = np.isin(category, split.base_ids)
+    matched = first_matches(pairs, num_dets, len(picked), ~is_base & ~crowd & in_range, crowd)
+    on_base = (matched >= 0) & is_base[np.maximum(matched, 0)]
+    countable = novel & ~crowd
+    recalls = {}
+    for a, name in enumerate(AREA_NAMES):
+        survives = ~on_base[a]
+        kept = pairs.subset(survives[pairs.det] & countable[pairs.gt])
+        regular = (countable & in_range[a])[None]
+        counts = recall_counts(kept, lay.rerank(survives), regular, budgets)
+        totals = np.zeros(len(AREA_NAMES), dtype=np.int64)
+        totals[a] = regular.sum()
+        full = np.zeros((counts.shape[0], len(AREA_NAMES), counts.shape[2]), dtype=np.int64)
+        full[:, a] = counts[:, 0]
+        recalls[name] = _as_cocoeval_recall(full, totals, a)
+    return recalls
+
+
+def _as_cocoeval_recall(counts: np.ndarray, totals: np.ndarray, area: int) -> np.ndarray:
+    """``[T, 1, A, K]`` recall as COCOeval's accumulate leaves it (``-1`` without objects),
+    filled for one area range."""
+    recall = -np.ones((counts.shape[0], 1, counts.shape[1], counts.shape[2]))
+    if totals[area]:
+        recall[:, 0, area] = counts[:, area] / totals[area]
+    return recall
 
 
 def mean_recall(recall: np.ndarray, area: str, budget_index: int) -> float | None:
