@@ -5,17 +5,33 @@ a learned objectness score: FCOS-OWP and the two-stage references RPN, OLN and D
 (``create_model``), RPN objectness of any torchvision Faster R-CNN (``rpn_proposals``),
 COCO-format datasets with open-world class splits, the embedded synthetic open-world set, and
 the open-world evaluator.
+
+The public names are imported on first use (PEP 562), so that ``import owp`` and the
+evaluation and data tools do not pay for importing torch and the models.
 """
 
-from owp.data.coco import CocoDetection, read_coco_json
-from owp.data.splits import ClassSplit, SplitSpec, load_split
-from owp.engine.runs import load
-from owp.errors import OwpInputError
-from owp.evaluation.detection import evaluate_detections
-from owp.evaluation.proposals import evaluate_proposals
-from owp.models import create_model, list_models, rpn_proposals
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "CocoDetection": "owp.data.dataset",
+    "read_coco_json": "owp.data.coco",
+    "ClassSplit": "owp.data.splits",
+    "SplitSpec": "owp.data.splits",
+    "load_split": "owp.data.splits",
+    "load": "owp.engine.runs",
+    "OwpInputError": "owp.errors",
+    "evaluate_detections": "owp.evaluation.detection",
+    "evaluate_proposals": "owp.evaluation.proposals",
+    "create_model": "owp.models",
+    "list_models": "owp.models",
+    "rpn_proposals": "owp.models",
+}
+"""Public name -> the module that defines it."""
 
 __all__ = [
     "ClassSplit",
@@ -32,3 +48,26 @@ __all__ = [
     "read_coco_json",
     "rpn_proposals",
 ]
+
+if TYPE_CHECKING:
+    from owp.data.coco import read_coco_json
+    from owp.data.dataset import CocoDetection
+    from owp.data.splits import ClassSplit, SplitSpec, load_split
+    from owp.engine.runs import load
+    from owp.errors import OwpInputError
+    from owp.evaluation.detection import evaluate_detections
+    from owp.evaluation.proposals import evaluate_proposals
+    from owp.models import create_model, list_models, rpn_proposals
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'owp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -117,11 +117,35 @@ def test_unknown_builtin_lists_the_valid_names() -> None:
     assert "unknown split 'lvis'" in error_of(load_split, "lvis")
 
 
-def test_builtin_against_a_dataset_lacking_its_classes() -> None:
-    message = error_of(builtin_split("coco-voc").resolve, categories(range(1, 11)), "ds.json")
+def test_builtin_against_a_dataset_lacking_some_of_its_ids_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 8 of the 20 VOC ids are in 1..10: the split keeps those and names the absent ones once.
+    with caplog.at_level("WARNING", logger="owp"):
+        split = builtin_split("coco-voc").resolve(categories(range(1, 11)), "ds.json")
+    assert split.base_ids == (1, 2, 3, 4, 5, 6, 7, 9)
+    assert split.novel_ids == (8, 10)
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "ds.json: split 'coco-voc' (built-in): 12 of its 20 listed category ids are not in the "
+        "dataset and are left out: 16, 17, 18, 19, 20, 21, 44, 62, 63, 64 and 2 more"
+    )
+
+
+def test_builtin_against_a_dataset_lacking_all_of_a_side_is_an_error() -> None:
+    message = error_of(builtin_split("coco-voc").resolve, categories(range(100, 111)), "ds.json")
     assert message.startswith("ds.json: split 'coco-voc' (built-in) names categories absent")
-    # 10 of the 20 VOC ids are in 1..10; the first ten absent ones are shown, then a count.
-    assert "dataset: 16, 17, 18, 19, 20, 21, 44, 62, 63, 64 and 2 more" in message
+    assert message.endswith("and 10 more (none of the 20 listed is present)")
+
+
+def test_lvis_v1_against_a_pruned_category_list(caplog: pytest.LogCaptureFixture) -> None:
+    novel = lvis_v1_novel_ids()
+    kept = sorted(set(range(1, 301)) | set(novel[:40]))  # 300 base-side ids, 40 novel ones
+    with caplog.at_level("WARNING", logger="owp"):
+        split = builtin_split("lvis-v1").resolve(categories(kept), "lvis_v1_val.json")
+    assert set(split.novel_ids) == set(novel) & set(kept)
+    assert set(split.base_ids) == set(kept) - set(novel)
+    assert "60 of its 100 listed category ids are not in the dataset" in caplog.text
 
 
 def test_resolve_without_categories() -> None:
@@ -208,11 +232,14 @@ def test_empty_base_makes_everything_novel(tmp_path: Path) -> None:
 
 
 def test_split_naming_absent_categories(tmp_path: Path) -> None:
-    file = write(tmp_path / "s.yaml", "base: [cat, zebra, 99]\n")
+    # An absent name is an error (a typo); an absent id alone would only be warned about.
+    file = write(tmp_path / "s.yaml", "base: [cat, zebra, 99, gnu]\n")
     message = error_of(read_split_file(file).resolve, ANIMALS, "data/val.json")
     assert message.startswith("data/val.json: ")
     assert f"({file})" in message
-    assert message.endswith("names categories absent from the dataset: zebra, 99")
+    assert message.endswith("names categories absent from the dataset: zebra, gnu")
+    ids_only = write(tmp_path / "ids.yaml", "base: [1, 99]\n")
+    assert read_split_file(ids_only).resolve(ANIMALS).base_ids == (1,)
 
 
 def test_class_on_both_sides(tmp_path: Path) -> None:

@@ -120,6 +120,7 @@ def test_to_dict(ann_file: Path) -> None:
         "sizes_per_side": {"all": {"small": 4, "medium": 2, "large": 1}},
         "images_without_boxes": 1,
         "problems": [REPAIRS_LINE, "1 categories have no annotation"],
+        "notes": [],
     }
     json.dumps(data)
 

@@ -1,32 +1,34 @@
-"""COCO-format detection data: validated annotation files and a split-aware dataset.
+"""COCO-format detection data: validated annotation files, image paths, dataset folders.
 
 :func:`read_coco_json` reads an instances JSON, checks its structure and cleans its boxes (the
-same checks guard every entry point: training, evaluation, statistics). :class:`CocoDetection`
-serves ``(image, target)`` pairs for the split's trained (base) classes.
+same checks guard every entry point: training, evaluation, statistics).
+:class:`~owp.data.dataset.CocoDetection` (importable from here too) serves ``(image, target)``
+pairs for the split's trained (base) classes. Nothing here imports torch: evaluation and the
+data tools run without it.
+
+LVIS v1 files are read as LVIS ships them: images carry ``coco_url`` and no ``file_name``, and
+an image's path is ``<COCO root>/<train2017|val2017>/<name>`` from that URL (as detectron2 reads
+LVIS); see :func:`image_file` and :func:`image_path`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
-
-import torch
-from torch.utils.data import Dataset
+from urllib.parse import urlparse
 
 from owp.checks import is_finite_number, is_int
-from owp.data.images import read_image_tensor
-from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
 
 log = logging.getLogger(__name__)
 
-Target = dict[str, Any]
-Transforms = Callable[[torch.Tensor, Target], tuple[torch.Tensor, Target]]
+COCO_IMAGE_FOLDER = re.compile(r"[a-z]+20\d\d")
+"""COCO's image folder names: ``train2017``, ``val2017``, ``test2017``, ``val2014``, ..."""
 
 FOLDER_PROBES = 20
 """How many listed images :func:`find_image_folder` looks for in each candidate folder."""
@@ -115,7 +117,8 @@ def find_annotation_file(path: str | Path, part: str = "val") -> Path:
     """The instances JSON named by ``path``: the file itself, or inside a dataset folder.
 
     A folder is searched for ``{part}.json``, ``annotations.json``,
-    ``annotations/instances_{part}*.json`` and ``instances_{part}*.json`` in that order.
+    ``annotations/instances_{part}*.json``, ``instances_{part}*.json`` and LVIS's
+    ``lvis_v1_{part}*.json`` (also under ``annotations/`` and ``lvis/``) in that order.
     """
     path = Path(path)
     if path.is_file():
@@ -125,23 +128,67 @@ def find_annotation_file(path: str | Path, part: str = "val") -> Path:
     candidates = [path / f"{part}.json", path / "annotations.json"]
     candidates += sorted((path / "annotations").glob(f"instances_{part}*.json"))
     candidates += sorted(path.glob(f"instances_{part}*.json"))
+    for folder in (path, path / "annotations", path / "lvis"):
+        candidates += sorted(folder.glob(f"lvis_v1_{part}*.json"))
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise OwpInputError(
         f"no annotation file found in the folder (looked for {part}.json, annotations.json, "
-        f"annotations/instances_{part}*.json)",
+        f"annotations/instances_{part}*.json, lvis_v1_{part}*.json)",
         path=path,
     )
+
+
+def image_file(info: dict[str, Any], ann_file: str | Path | None = None) -> str:
+    """The path of an image relative to its images folder: ``file_name``, or for LVIS (no
+    ``file_name``) ``<folder>/<name>`` from ``coco_url`` (``train2017/000000391895.jpg``)."""
+    name = info.get("file_name")
+    if isinstance(name, str) and name:
+        return name
+    url = info.get("coco_url")
+    if isinstance(url, str) and url:
+        parts = PurePosixPath(urlparse(url).path).parts
+        return "/".join(p for p in parts[-2:] if p != "/")
+    raise OwpInputError(
+        f"image {info.get('id')} has neither 'file_name' nor 'coco_url', so it cannot be read",
+        path=ann_file,
+    )
+
+
+def image_path(images_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Where the image ``info`` is under ``images_dir``.
+
+    Images named by ``file_name`` are ``images_dir/file_name``. Images named only by
+    ``coco_url`` (LVIS) are ``<COCO root>/<folder>/<name>``, where the COCO root is
+    ``images_dir`` — or its parent when ``images_dir`` is itself a COCO image folder such as
+    ``coco/val2017`` (LVIS v1 val draws from both train2017 and val2017).
+    """
+    images_dir = Path(images_dir)
+    relative = image_file(info)
+    if info.get("file_name"):
+        return images_dir / relative
+    if COCO_IMAGE_FOLDER.fullmatch(images_dir.name):
+        return images_dir.parent / relative
+    return images_dir / relative
+
+
+def check_image_files(coco: dict[str, Any], ann_file: str | Path) -> None:
+    """Raise :class:`OwpInputError` when an image of ``coco`` has no path (neither
+    ``file_name`` nor ``coco_url``); only where images are read."""
+    for info in coco["images"]:
+        image_file(info, ann_file)
 
 
 def find_image_folder(ann_file: str | Path, coco: dict[str, Any]) -> Path:
     """Guess where the images of ``ann_file`` live.
 
     Tries, next to the JSON: ``<stem>/`` (``val.json`` -> ``val/``), ``images/``, the JSON's own
-    folder, and COCO's ``annotations/instances_val2017.json`` -> ``../val2017/``; the first folder
-    holding any of the first listed images wins (a missing image is then reported by whoever
-    reads it, naming the file).
+    folder, and COCO's ``annotations/instances_val2017.json`` -> ``../val2017/``; for LVIS
+    files (images named by ``coco_url``) a COCO root: ``../coco/`` (detectron2's
+    ``datasets/lvis/`` beside ``datasets/coco/``), ``coco/``, ``../``. The first folder holding
+    any of the first listed images wins (a missing image is then reported by whoever reads it,
+    naming the file).
     """
     ann_file = Path(ann_file)
     here = ann_file.parent
@@ -149,106 +196,40 @@ def find_image_folder(ann_file: str | Path, coco: dict[str, Any]) -> Path:
     if ann_file.stem.startswith("instances_"):
         part = ann_file.stem.removeprefix("instances_")
         candidates += [here.parent / part, here.parent / "images" / part]
-    if not coco["images"]:
+    entries = coco["images"][:FOLDER_PROBES]
+    if any(not img.get("file_name") for img in entries):
+        candidates += [here.parent / "coco", here / "coco", here.parent]
+    if not entries:
         return candidates[0] if candidates[0].is_dir() else here
-    probes = [img["file_name"] for img in coco["images"][:FOLDER_PROBES]]
+    check_image_files({"images": entries}, ann_file)
     for folder in candidates:
-        if any((folder / name).is_file() for name in probes):
+        if any(image_path(folder, img).is_file() for img in entries):
             return folder
     raise OwpInputError(
-        f"cannot find the images folder (none of the first {len(probes)} images, e.g. "
-        f"{probes[0]!r}, is in any of: "
+        f"cannot find the images folder (none of the first {len(entries)} images, e.g. "
+        f"{image_file(entries[0])!r}, is in any of: "
         + ", ".join(str(c) for c in candidates)
         + "); pass the images folder explicitly",
         path=ann_file,
     )
 
 
-class CocoDetection(Dataset):
-    """COCO-format detection dataset for one class split.
+def is_federated(coco: dict[str, Any]) -> bool:
+    """Whether ``coco`` is an LVIS-style federated dataset: its images carry
+    ``neg_category_ids`` or ``not_exhaustive_category_ids``."""
+    return any(
+        "neg_category_ids" in img or "not_exhaustive_category_ids" in img for img in coco["images"]
+    )
 
-    Items are ``(image, target)`` with ``image`` a float tensor ``[3, H, W]`` in ``[0, 1]`` and
-    ``target`` a dict of:
 
-    * ``boxes``: float32 ``[N, 4]`` xyxy in pixels, the split's base-class boxes (crowd included);
-    * ``labels``: int64 ``[N]``, contiguous training labels (index into ``split.base_ids``);
-    * ``iscrowd``: int64 ``[N]``, COCO's crowd flag; ``ignore``: bool ``[N]``, True for crowd
-      regions, which a model must treat as ignore regions and never as positives;
-    * ``image_id``: int; ``orig_size``: int64 ``[2]`` as ``(height, width)``.
+def __getattr__(name: str) -> Any:
+    # CocoDetection needs torch; it lives in owp.data.dataset and is imported on first use, so
+    # that the evaluation and data tools never import torch.
+    if name in ("CocoDetection", "Target", "Transforms"):
+        from owp.data import dataset
 
-    Novel-class annotations are dropped (those objects become unlabelled). In ``training`` mode,
-    images left without any non-crowd base box are skipped unless ``keep_empty=True``.
-    """
-
-    def __init__(
-        self,
-        images_dir: str | Path,
-        ann_file: str | Path,
-        split: str | Path | SplitSpec | ClassSplit = "all",
-        *,
-        training: bool = True,
-        keep_empty: bool | None = None,
-        transforms: Transforms | None = None,
-    ) -> None:
-        self.images_dir = Path(images_dir)
-        self.ann_file = Path(ann_file)
-        if not self.images_dir.is_dir():
-            raise OwpInputError("images folder not found", path=self.images_dir)
-        coco = read_coco_json(self.ann_file)
-        self.split = resolve_split(split, coco["categories"], self.ann_file)
-        self.transforms = transforms
-        per_image: dict[int, list[dict]] = defaultdict(list)
-        for ann in coco["annotations"]:
-            if self.split.is_base(ann["category_id"]):
-                per_image[ann["image_id"]].append(ann)
-        keep_empty = (not training) if keep_empty is None else keep_empty
-        self.images = [
-            img
-            for img in coco["images"]
-            if keep_empty or any(not a["iscrowd"] for a in per_image[img["id"]])
-        ]
-        self.annotations = {img["id"]: per_image[img["id"]] for img in self.images}
-        self.categories = coco["categories"]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        info = self.images[index]
-        path = self.images_dir / info["file_name"]
-        image = read_image_tensor(path)
-        height, width = image.shape[-2:]
-        if (width, height) != (info["width"], info["height"]):
-            raise OwpInputError(
-                f"image is {width}x{height} but the annotations say "
-                f"{info['width']}x{info['height']}",
-                path=path,
-            )
-        target = self.target_of(index)
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
-        return image, target
-
-    def target_of(self, index: int) -> Target:
-        """The target of item ``index`` without decoding its image."""
-        info = self.images[index]
-        anns = self.annotations[info["id"]]
-        boxes = torch.tensor([_xywh_to_xyxy(a["bbox"]) for a in anns], dtype=torch.float32)
-        iscrowd = torch.tensor([int(a["iscrowd"]) for a in anns], dtype=torch.int64)
-        return {
-            "boxes": boxes.reshape(-1, 4),
-            "labels": torch.tensor(
-                [self.split.label_of(a["category_id"]) for a in anns], dtype=torch.int64
-            ),
-            "iscrowd": iscrowd,
-            "ignore": iscrowd.bool(),
-            "image_id": int(info["id"]),
-            "orig_size": torch.tensor([info["height"], info["width"]], dtype=torch.int64),
-        }
-
-    def aspect_ratios(self) -> list[float]:
-        """Width / height of every item, from the annotations (for aspect-ratio batching)."""
-        return [img["width"] / img["height"] for img in self.images]
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _index(entries: list, key: str, path: str | Path) -> dict[int, dict]:
@@ -263,8 +244,17 @@ def _index(entries: list, key: str, path: str | Path) -> dict[int, dict]:
 
 
 def _check_image_entry(img: dict, path: str | Path) -> None:
-    if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-        raise OwpInputError(f"image {img['id']} has no 'file_name'", path=path)
+    # file_name is optional (LVIS has coco_url instead, and evaluation never opens an image);
+    # where present, both must be non-empty strings.
+    for key in ("file_name", "coco_url"):
+        if key in img and (not isinstance(img[key], str) or not img[key]):
+            raise OwpInputError(f"image {img['id']} has an invalid '{key}'", path=path)
+    for key in ("neg_category_ids", "not_exhaustive_category_ids"):
+        if key in img and (not isinstance(img[key], list) or not all(map(is_int, img[key]))):
+            raise OwpInputError(
+                f"image {img['id']} has an invalid '{key}' (expected a list of category ids)",
+                path=path,
+            )
     for side in ("width", "height"):
         if not is_int(img.get(side)) or img[side] <= 0:
             raise OwpInputError(f"image {img['id']} has no positive integer '{side}'", path=path)
@@ -336,11 +326,6 @@ def _clean_annotations(
             ) from None
         kept.append(ann)
     return kept, repairs
-
-
-def _xywh_to_xyxy(bbox: list[float]) -> list[float]:
-    x, y, w, h = bbox
-    return [x, y, x + w, y + h]
 
 
 def subset_categories(coco: dict[str, Any], category_ids: Iterable[int]) -> dict[str, Any]:

@@ -9,13 +9,16 @@ COCO annotations are given in stored pixel coordinates.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from PIL.Image import DecompressionBombError
 
 from owp.errors import OwpInputError
+
+if TYPE_CHECKING:
+    import torch
 
 _WIDE_INTEGER_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
 
@@ -62,6 +65,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 
 def read_image_tensor(path: str | Path) -> torch.Tensor:
     """Decode ``path`` to a float tensor ``[3, H, W]`` with values in ``[0, 1]``."""
+    import torch  # here, so that reading images as arrays (owp data stats) needs no torch
+
     array = read_rgb(path)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0)
 

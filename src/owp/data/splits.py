@@ -13,11 +13,17 @@ Custom split file format (YAML or JSON)::
 
 Categories named on neither side (possible only when both lists are explicit) are neither
 trained nor evaluated.
+
+A split is resolved against the categories the dataset has: category *ids* it lacks (a pruned
+LVIS category list, a COCO subset) are left out with one warning, and only a side that was
+listed and ends up empty is an error. A category *name* the dataset lacks is an error (most
+likely a typo).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,6 +33,8 @@ from pathlib import Path
 import yaml
 
 from owp.errors import OwpInputError
+
+log = logging.getLogger(__name__)
 
 COCO_VOC_BASE_IDS: tuple[int, ...] = (
     1, 2, 3, 4, 5, 6, 7, 9, 16, 17, 18, 19, 20, 21, 44, 62, 63, 64, 67, 72,
@@ -108,8 +116,10 @@ class SplitSpec:
     def resolve(self, categories: Sequence[Mapping], dataset: str | Path = "dataset") -> ClassSplit:
         """Bind the split to a dataset's COCO ``categories`` list.
 
-        Raises :class:`OwpInputError` naming ``dataset`` when the split refers to categories the
-        dataset does not have, or when a class would be both base and novel.
+        Category ids the dataset does not have are left out with a warning naming
+        ``dataset``. Raises :class:`OwpInputError` naming ``dataset`` when the split names a
+        category *name* the dataset does not have, when a listed side keeps no category, or
+        when a class would be both base and novel.
         """
         names = {int(c["id"]): str(c["name"]) for c in categories}
         if not names:
@@ -134,24 +144,45 @@ class SplitSpec:
 
     def _lookup(self, refs: Iterable[ClassRef], names: Mapping[int, str], dataset) -> set[int]:
         by_name = {name: cid for cid, name in names.items()}
-        ids, missing = set(), []
+        refs = list(refs)
+        ids, missing_ids, missing_names = set(), [], []
         for ref in refs:
             if isinstance(ref, int) and ref in names:
                 ids.add(ref)
             elif isinstance(ref, str) and ref in by_name:
                 ids.add(by_name[ref])
             else:
-                missing.append(str(ref))
-        if missing:
-            shown = ", ".join(missing[:10]) + (
-                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            )
+                (missing_ids if isinstance(ref, int) else missing_names).append(str(ref))
+        if missing_names:
             raise OwpInputError(
                 f"split {self.name!r} ({self.source}) names categories absent from the "
-                f"dataset: {shown}",
+                f"dataset: {_shown(missing_names)}",
                 path=dataset,
             )
+        if refs and not ids:
+            raise OwpInputError(
+                f"split {self.name!r} ({self.source}) names categories absent from the "
+                f"dataset: {_shown(missing_ids)} (none of the {len(refs)} listed is present)",
+                path=dataset,
+            )
+        if missing_ids:
+            log.warning(
+                "%s: split %r (%s): %d of its %d listed category ids are not in the dataset and "
+                "are left out: %s",
+                dataset,
+                self.name,
+                self.source,
+                len(missing_ids),
+                len(refs),
+                _shown(missing_ids),
+            )
         return ids
+
+
+def _shown(items: Sequence[str]) -> str:
+    """The first ten items, then how many more."""
+    more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+    return ", ".join(items[:10]) + more
 
 
 def builtin_split(name: str) -> SplitSpec:

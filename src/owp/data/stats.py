@@ -9,7 +9,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from owp.data.coco import BoxRepairs, load_instances
+from owp.data.coco import BoxRepairs, image_file, image_path, is_federated, load_instances
 from owp.data.images import read_rgb
 from owp.data.splits import ClassSplit
 from owp.errors import OwpInputError
@@ -24,7 +24,9 @@ SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
 
 @dataclass
 class DatasetStats:
-    """Counts over a COCO-format dataset; ``problems`` lists what is wrong, one line each."""
+    """Counts over a COCO-format dataset; ``problems`` lists what is wrong, one line each;
+    ``notes`` what is worth knowing but normal (categories without boxes in a federated LVIS
+    set, its negative and not-exhaustive lists)."""
 
     num_images: int
     num_boxes: int
@@ -36,6 +38,7 @@ class DatasetStats:
     images_without_boxes: int
     repairs: BoxRepairs
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class DatasetStats:
             "sizes_per_side": self.sizes_per_side,
             "images_without_boxes": self.images_without_boxes,
             "problems": self.problems,
+            "notes": self.notes,
         }
 
 
@@ -74,7 +78,10 @@ def instances_stats(
 
     Non-crowd boxes are counted per side (``base``, ``novel``, ``other`` for classes on neither
     side; everything is ``all`` without a split). When ``images_dir`` is given every image is
-    decoded, and missing, unreadable, truncated or wrongly sized files are listed as problems.
+    decoded (found by :func:`~owp.data.coco.image_path`: LVIS images under a COCO root), and
+    missing, unreadable, truncated or wrongly sized files are listed as problems. Categories
+    without any box are a problem, except in a federated (LVIS) file, where they are normal and
+    listed in ``notes`` with its verified-absent / not-exhaustive counts.
     """
     side_of = _side_function(split)
     regular = [a for a in coco["annotations"] if not a["iscrowd"]]
@@ -84,11 +91,20 @@ def instances_stats(
         sizes.setdefault(side_of(ann["category_id"]), Counter())[_bucket(ann["area"])] += 1
     with_boxes = {a["image_id"] for a in coco["annotations"]}
     problems = [repairs.describe()] if repairs.describe() else []
+    notes = _federated_notes(coco) if is_federated(coco) else []
     unused = {c["id"] for c in coco["categories"]} - {a["category_id"] for a in coco["annotations"]}
     if unused:
-        problems.append(f"{len(unused)} categories have no annotation")
+        # Normal in a federated (LVIS) set: a category is annotated only on the images it was
+        # checked on, so a val split lacks many of them. Elsewhere, worth fixing.
+        (notes if notes else problems).append(f"{len(unused)} categories have no annotation")
     if not coco["annotations"]:
         problems.append("the annotation list is empty")
+    missing = [img["id"] for img in coco["images"] if not _has_path(img)]
+    if missing:
+        problems.append(
+            f"{len(missing)} images have neither 'file_name' nor 'coco_url' (e.g. image "
+            f"{missing[0]}): they cannot be read"
+        )
     if images_dir is not None:
         problems += _image_problems(coco["images"], Path(images_dir), progress)
     return DatasetStats(
@@ -105,7 +121,36 @@ def instances_stats(
         images_without_boxes=len(coco["images"]) - len(with_boxes),
         repairs=repairs,
         problems=problems,
+        notes=notes,
     )
+
+
+def _federated_notes(coco: dict[str, Any]) -> list[str]:
+    """What an LVIS-style file says about its own labels (information, not problems)."""
+    negative = sum(len(img.get("neg_category_ids", ())) for img in coco["images"])
+    partial = sum(len(img.get("not_exhaustive_category_ids", ())) for img in coco["images"])
+    with_url = sum(1 for img in coco["images"] if not img.get("file_name") and img.get("coco_url"))
+    folders = Counter(
+        image_file(img).split("/")[0]
+        for img in coco["images"]
+        if not img.get("file_name") and img.get("coco_url")
+    )
+    notes = [
+        f"federated (LVIS-style) labels: {negative} verified-absent and {partial} "
+        "not-exhaustive (image, category) pairs; base-class AP is LVIS's federated AP"
+    ]
+    if with_url:
+        spread = ", ".join(f"{count} in {name}/" for name, count in sorted(folders.items()))
+        notes.append(f"{with_url} images named by coco_url only: {spread} under a COCO root")
+    return notes
+
+
+def _has_path(img: dict[str, Any]) -> bool:
+    try:
+        image_file(img)
+    except OwpInputError:
+        return False
+    return True
 
 
 def _side_function(split: ClassSplit | None):
@@ -121,15 +166,18 @@ def _bucket(area: float) -> str:
 def _image_problems(images: list[dict], folder: Path, progress: bool) -> list[str]:
     problems = []
     for info in tqdm(images, desc="checking images", disable=not progress, unit="img"):
+        if not _has_path(info):
+            continue  # counted once above
+        path = image_path(folder, info)
         try:
-            array = read_rgb(folder / info["file_name"])
+            array = read_rgb(path)
         except OwpInputError as err:
             problems.append(str(err))
             continue
         height, width = array.shape[:2]
         if (width, height) != (info["width"], info["height"]):
             problems.append(
-                f"{folder / info['file_name']}: image is {width}x{height} but the annotations "
+                f"{path}: image is {width}x{height} but the annotations "
                 f"say {info['width']}x{info['height']}"
             )
     return problems
