@@ -1,5 +1,6 @@
 """The trainer: loss falls, checkpoints resume exactly, bad runs stop with one clear line."""
 
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -151,3 +152,27 @@ def test_checkpoint_of_another_model_is_refused(mini_set, tmp_path):
     torch.save(state, tmp_path / "pruned.pt")
     with pytest.raises(OwpInputError, match="do not fit"):
         load(tmp_path / "pruned.pt")
+
+
+def test_resume_after_an_unreadable_batch_keeps_the_data_position(tmp_path):
+    """A batch whose every image is unreadable is skipped; the checkpoint remembers how many
+    loader batches were drawn, so a resumed run sees what the uninterrupted one saw."""
+    folder = tmp_path / "set"
+    generate_synthetic_dataset(folder, SynthConfig(num_train=6, num_val=2, image_size=96, seed=5))
+    for path in sorted((folder / "train").iterdir())[:3]:
+        path.write_bytes(b"not an image")
+    config = mini_config(folder, max_iters=6, checkpoint_period=3, batch_size=1)
+    config = replace(config, data=replace(config.data, max_bad_image_fraction=1.0))
+    train(config, tmp_path / "straight", progress=False)
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    middle = load_checkpoint(tmp_path / "straight" / "checkpoint_0000003.pt")
+    drawn = middle["extra"]["batches_drawn_per_rank"][0]
+    assert drawn > middle["step"] == 3  # the case under test: a bad batch before step 3
+
+    (tmp_path / "resumed").mkdir()
+    shutil.copy(tmp_path / "straight" / "checkpoint_0000003.pt", tmp_path / "resumed" / "last.pt")
+    train(config, tmp_path / "resumed", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert resumed["step"] == straight["step"] == 6
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key

@@ -143,21 +143,36 @@ def test_center_region_is_clipped_to_the_box():
     assert _where(points, matched, 0) == _grid(0, (8,), (24, 32, 40))
 
 
-def test_crowd_box_marks_ignore_and_smaller_normal_box_wins():
+def test_crowd_region_is_ignored_at_every_level_except_regular_foreground():
+    # Crowd [0, 0, 64, 64] with a person inside. Points strictly inside the crowd box: P3 (stride
+    # 8) x, y in 8..56, P4 (16) x, y in 16..48, P5 (32) the point (32, 32); P6/P7 points lie on
+    # its border or outside. The person's P3 foreground stays foreground; the rest is IGNORE,
+    # whatever the crowd box's size range or center sampling.
     crowd, person = [0, 0, 64, 64], [16, 16, 40, 40]
-    points, matched = _assign_one([crowd, person], [True, False], center_radius=None)
     inner = _grid(0, (24, 32), (24, 32))
-    assert _where(points, matched, 1) == inner
-    assert _where(points, matched, IGNORE) == _grid(0, range(8, 57, 8), range(8, 57, 8)) - inner
-    assert _where(points, matched, 0) == set()
-    # A crowd box smaller than a normal box takes its points away from it.
-    points, matched = _assign_one([person, crowd], [False, True], center_radius=None)
-    assert _where(points, matched, 1) == set()
-    assert _where(points, matched, IGNORE) == _grid(0, range(8, 57, 8), range(8, 57, 8)) - inner
-    assert _where(points, matched, 0) == inner
+    crowd_region = (
+        _grid(0, range(8, 57, 8), range(8, 57, 8))
+        | _grid(1, (16, 32, 48), (16, 32, 48))
+        | _grid(2, (32,), (32,))
+    )
+    for order in ([crowd, person], [person, crowd]):
+        flags = [box is crowd for box in order]
+        person_index = order.index(person)
+        for radius in (None, 1.5):
+            points, matched = _assign_one(order, flags, center_radius=radius)
+            person_fg = _where(points, matched, person_index)
+            assert person_fg == (inner if radius is None else person_fg) and person_fg
+            assert _where(points, matched, IGNORE) == crowd_region - person_fg
+            assert _where(points, matched, 1 - person_index) == set()  # a crowd box never wins
+    # A crowd box inside a regular box takes nothing from it; only its points at the levels
+    # where the person is not foreground, (32, 32) on P4 and P5, are ignored.
     points, matched = _assign_one([person, [20, 20, 36, 36]], [False, True], center_radius=None)
-    assert _where(points, matched, IGNORE) == _grid(0, (24, 32), (24, 32))
-    assert _where(points, matched, 0) == set()
+    assert _where(points, matched, 0) == inner
+    assert _where(points, matched, IGNORE) == {(1, 32, 32), (2, 32, 32)}
+    # A crowd box alone: everything strictly inside it is ignored, nothing is foreground.
+    points, matched = _assign_one([crowd], [True])
+    assert _where(points, matched, IGNORE) == crowd_region
+    assert (matched >= 0).sum() == 0
 
 
 def test_empty_ground_truth_is_all_background():

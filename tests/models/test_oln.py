@@ -10,6 +10,7 @@ from owp.models.factory import create_model, model_config
 from owp.models.oln import (
     OLNRPN,
     anchor_centerness_targets,
+    oln_num_total_samples,
     oln_score,
     roi_iou_targets,
 )
@@ -85,10 +86,39 @@ def test_rpn_iou_loss_is_zero_for_exact_boxes_and_centerness_loss_is_l1():
     logits = torch.zeros(3, 1)  # sigmoid 0.5 everywhere
     losses = rpn.compute_losses([anchors], logits, deltas, [{"boxes": box}])
     assert losses["rpn_box_iou"].item() == pytest.approx(0.0, abs=1e-6)
-    # Sampled: the two overlapping anchors (targets = their centerness) and the far one (0).
+    # Centerness samples: the two overlapping anchors (targets = their centerness) and the far
+    # one (0). OLN divides by the *box* sampler's count: anchor 0 (IoU 0.80) is its positive,
+    # anchor 1 (IoU 0.67) lies between 0.3 and 0.7, anchor 2 is its negative: 1 + 1 = 2.
     targets = torch.cat([anchor_centerness_targets(anchors[:2], box.expand(2, 4)), torch.zeros(1)])
-    expected = (0.5 - targets).abs().mean()
+    expected = (0.5 - targets).abs().sum() / 2
     assert losses["rpn_centerness"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_rpn_normaliser_counts_each_image_at_least_once_per_side():
+    # OLN's get_targets: sum_i max(pos_i, 1) + sum_i max(neg_i, 1).
+    positive = torch.tensor([0, 0, 0, 0, 1, 1, 0, 0], dtype=torch.bool)
+    negative = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0], dtype=torch.bool)
+    assert oln_num_total_samples(positive, negative, num_images=2) == 1 + 2 + 3 + 1
+
+
+def test_roi_iou_loss_is_divided_by_every_sampled_roi():
+    torch.manual_seed(0)
+    model = create_model("oln_tiny", min_size=128, max_size=128)
+    predictor = model.roi_heads.box_predictor
+    torch.nn.init.zeros_(predictor.bbox_score.weight)
+    torch.nn.init.zeros_(predictor.bbox_score.bias)  # predicted IoU 0.5 for every RoI
+    image_list, _ = model.transform([torch.rand(3, 128, 128)])
+    features = model.backbone(image_list.tensors)
+    gt = torch.tensor([[10.0, 10.0, 60.0, 60.0]])
+    proposals = [torch.tensor([[10.0, 10.0, 60.0, 50.0], [70.0, 70.0, 120.0, 120.0],
+                               [0.0, 80.0, 40.0, 120.0]])]
+    losses = model.roi_heads.losses(
+        features, proposals, image_list.image_sizes, [{"boxes": gt, "labels": torch.ones(1)}]
+    )
+    # Sampled RoIs: the three proposals and the ground truth torchvision appends (4, all kept
+    # at 512 per image); positives: the ground truth (IoU 1) and the first proposal (IoU 0.8).
+    expected = (abs(0.5 - 1.0) + abs(0.5 - 0.8)) / 4
+    assert losses["roi_iou"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_roi_iou_targets_by_hand():

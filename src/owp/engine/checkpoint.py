@@ -55,7 +55,7 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
-def _capture_rng_states() -> dict[str, Any]:
+def capture_rng_states() -> dict[str, Any]:
     """The Python, NumPy, torch CPU and CUDA generator states, as tensors and plain data."""
     version, python_state, gauss = random.getstate()
     algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
@@ -113,13 +113,17 @@ def save_checkpoint(
     step: int,
     config: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    rng_per_rank: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write a checkpoint to ``path`` atomically and return ``path``.
 
     The data goes to a temporary file in the same folder, is flushed to disk, then renamed over
     ``path``: an interrupted save leaves the previous file (if any) intact. The parent folder is
     created when missing. ``config`` and ``extra`` must be tensors and plain data (``TypeError``
-    otherwise), so that the file loads weights-only.
+    otherwise), so that the file loads weights-only. ``scaler``: the AMP gradient scaler, saved
+    when enabled. ``rng_per_rank``: every DDP rank's generator states (from
+    :func:`capture_rng_states`, gathered on rank 0); ``rng`` always holds this process's.
     """
     from owp import __version__
 
@@ -133,7 +137,9 @@ def save_checkpoint(
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "config": config,
-        "rng": _capture_rng_states(),
+        "rng": capture_rng_states(),
+        "rng_per_rank": rng_per_rank,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "extra": extra,
     }
     return write_atomic(path, lambda f: torch.save(checkpoint, f))

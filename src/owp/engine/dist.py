@@ -112,6 +112,15 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     return holder[0]
 
 
+def all_gather_object(obj: T) -> list[T]:
+    """Every process's ``obj`` (any picklable object), in rank order; ``[obj]`` when single."""
+    if not is_distributed():
+        return [obj]
+    gathered: list = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def cleanup() -> None:
     """Leave and destroy the default process group, if one is initialised."""
     if is_distributed():

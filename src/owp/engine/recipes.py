@@ -10,6 +10,17 @@ localization is the RPN and the box-regression branches, classification the clas
 (none for the class-agnostic RPN and OLN). Parameters already frozen by the model
 (``trainable_layers``) stay frozen. ``finetune`` and ``frozen`` start from an ``owp`` checkpoint
 (``train.init``); every recipe has a ``_fb`` twin with the backbone frozen.
+
+A frozen part is frozen completely (DESIGN.md §4):
+
+* its parameters get ``requires_grad=False`` and no optimizer group;
+* its batch-norm layers become ``FrozenBatchNorm2d`` (:func:`~owp.models.freezing.freeze_batch_norm`),
+  so their running statistics stay fixed across ``model.train()``;
+* a loss computed by a frozen part is not backpropagated at all (:func:`trained_losses`):
+  otherwise, e.g., the focal loss of ``owp``'s frozen classifier would still train the trunk
+  through the features it reads. Each model names the parts behind each of its losses in
+  ``LOSS_PARTS``; a loss trains only when none of those parts is frozen. The trainer still
+  logs the other losses, detached, and leaves them out of the total.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from owp.errors import OwpInputError
+from owp.models.freezing import freeze_batch_norm
 
 PARTS: tuple[str, ...] = ("backbone", "classification", "localization")
 CLASSIFICATION, LOCALIZATION, BACKBONE = "classification", "localization", "backbone"
@@ -70,15 +82,50 @@ def list_recipes() -> dict[str, str]:
     return {name: description for name, (description, _) in RECIPES.items()}
 
 
-def parameter_groups(model: nn.Module, recipe: str, base_lr: float) -> list[dict]:
-    """Optimizer parameter groups for ``recipe``; frozen parameters get ``requires_grad=False``.
+def frozen_parts(recipe: str) -> frozenset[str]:
+    """The model parts (of :data:`PARTS`) that ``recipe`` freezes."""
+    return frozenset(rule.part for rule in _rules(recipe) if rule.lr_scale is None and rule.part)
 
-    Returns one group per distinct learning rate, each ``{"params", "lr", "name"}`` where
-    ``name`` lists the model parts it came from (for logging).
+
+def trained_losses(model: nn.Module, recipe: str) -> frozenset[str]:
+    """Names of the losses of ``model`` that ``recipe`` backpropagates: those whose
+    ``LOSS_PARTS`` include no frozen part (the backbone is shared, so it is never one of them).
     """
+    frozen = frozen_parts(recipe)
+    present = _present_parts(model)
+    return frozenset(
+        name
+        for name, parts in model.LOSS_PARTS.items()
+        if present.issuperset(parts) and not frozen.intersection(parts)
+    )
+
+
+def _present_parts(model: nn.Module) -> set[str]:
+    """The parts that hold parameters in this model (a class-agnostic head has no classifier)."""
+    names = [name for name, _ in model.named_parameters()]
+    prefixes = getattr(model, "PARTS", {})
+    return {
+        part
+        for part in PARTS
+        if prefixes.get(part) and any(n.startswith(tuple(prefixes[part])) for n in names)
+    }
+
+
+def _rules(recipe: str) -> tuple[Rule, ...]:
     if recipe not in RECIPES:
         raise OwpInputError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
-    rules = RECIPES[recipe][1]
+    return RECIPES[recipe][1]
+
+
+def parameter_groups(model: nn.Module, recipe: str, base_lr: float) -> list[dict]:
+    """Optimizer parameter groups for ``recipe``; freezes the parts it freezes, in place.
+
+    Frozen parameters get ``requires_grad=False`` and their batch norms become
+    ``FrozenBatchNorm2d`` (see the module docstring). Returns one group per distinct learning
+    rate, each ``{"params", "lr", "name"}`` where ``name`` lists the model parts it came from
+    (for logging).
+    """
+    rules = _rules(recipe)
     model_parts = getattr(model, "PARTS", {})
     prefixes = {part: tuple(model_parts.get(part, ())) for part in PARTS}
     groups: dict[float, dict] = {}
@@ -96,4 +143,7 @@ def parameter_groups(model: nn.Module, recipe: str, base_lr: float) -> list[dict
         group["name"].add(rule.part or "*")
     if not groups:
         raise OwpInputError(f"recipe {recipe!r} leaves no parameter to train in this model")
+    if not trained_losses(model, recipe):
+        raise OwpInputError(f"recipe {recipe!r} leaves no loss to train in this model")
+    freeze_batch_norm(model)
     return [{**g, "name": ",".join(sorted(g["name"]))} for g in groups.values()]

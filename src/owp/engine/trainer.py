@@ -32,6 +32,7 @@ from owp.data.samplers import GroupedBatchSampler, InfiniteSampler, aspect_ratio
 from owp.data.transforms import RandomHorizontalFlip
 from owp.engine import dist
 from owp.engine.checkpoint import (
+    capture_rng_states,
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
@@ -40,9 +41,9 @@ from owp.engine.checkpoint import (
     save_checkpoint,
 )
 from owp.engine.inference import evaluate_model
-from owp.engine.recipes import parameter_groups
+from owp.engine.recipes import parameter_groups, trained_losses
 from owp.errors import OwpInputError, TrainingError
-from owp.models.factory import create_model
+from owp.models.factory import create_model, model_config
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,9 @@ class Trainer:
         self.batch_per_rank = train_cfg.batch_size // world
         lr = scaled_lr(train_cfg.base_lr, train_cfg.batch_size)
         groups = parameter_groups(self.model, train_cfg.recipe, lr)
+        # Losses of parts the recipe freezes are logged but never backpropagated.
+        self.trained_losses = trained_losses(self.model, train_cfg.recipe)
+        self._check_eval_scorings()
         self.optimizer = torch.optim.SGD(
             groups, lr=lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
         )
@@ -141,6 +145,8 @@ class Trainer:
         self.use_amp = train_cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
+        # Batches taken from the loader; more than ``step`` when a batch held no readable image.
+        self.batches_drawn = 0
         self.bad_images: list[str] = []
         self.images_seen = 0
 
@@ -166,8 +172,14 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.use_amp and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
-        restore_rng_states(state["rng"])
+        rank = dist.get_rank()
+        per_rank = state.get("rng_per_rank") or []
+        restore_rng_states(per_rank[rank] if len(per_rank) == dist.get_world_size() else state["rng"])
+        drawn = (state.get("extra") or {}).get("batches_drawn_per_rank") or []
+        self.batches_drawn = int(drawn[rank]) if len(drawn) == dist.get_world_size() else self.step
         log.info("resumed %s at step %d", path, self.step)
 
     def run(self) -> TrainResult:
@@ -175,7 +187,7 @@ class Trainer:
         start_time = time.perf_counter()
         if dist.is_main_process():
             save_config(self.config, self.run_dir / "config.yaml")
-        loader = self._loader(self.step)
+        loader = self._loader(self.batches_drawn)
         batches = iter(loader)
         model = self._wrapped_model()
         model.train()
@@ -191,13 +203,14 @@ class Trainer:
         last_good = latest_checkpoint(self.run_dir)
         try:
             while self.step < cfg.max_iters:
-                images, targets = self._next_batch(batches)
+                images, targets, drawn = self._next_batch(batches)
                 losses = self._train_step(model, images, targets, last_good)
                 self.step += 1
+                self.batches_drawn += drawn
                 bar.update(1)
                 if self.step % cfg.log_period == 0 or self.step == cfg.max_iters:
                     values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
-                    values["total"] = sum(values.values())
+                    values["total"] = sum(v for k, v in values.items() if k in self.trained_losses)
                     values["lr"] = self.optimizer.param_groups[0]["lr"]
                     stats = self.model.training_stats()
                     if stats:
@@ -219,15 +232,21 @@ class Trainer:
             print(f"interrupted at step {self.step}: saved {saved}; --resume continues from it")
             raise
         bar.close()
-        metrics = self.evaluate() if dist.is_main_process() else {}
+        metrics = self.evaluate()
         writer.scalars("eval", self.step, metrics)
         writer.close()
         seconds = time.perf_counter() - start_time
         return TrainResult(self.run_dir, self.step, seconds, metrics, self.run_dir / LAST)
 
     def save(self) -> Path:
-        """Write ``checkpoint_<step>.pt`` and ``last.pt`` (rank 0), prune old ones."""
+        """Write ``checkpoint_<step>.pt`` and ``last.pt`` (rank 0), prune old ones.
+
+        Every rank's generator states and loader position are gathered into the checkpoint,
+        so that a resumed DDP run draws what the uninterrupted one would have.
+        """
         path = self.run_dir / LAST
+        rng_per_rank = dist.all_gather_object(capture_rng_states())
+        drawn_per_rank = dist.all_gather_object(self.batches_drawn)
         if dist.is_main_process():
             kwargs = {
                 "model": self.model,
@@ -235,6 +254,9 @@ class Trainer:
                 "scheduler": self.scheduler,
                 "step": self.step,
                 "config": self.config.to_dict(),
+                "scaler": self.scaler,
+                "rng_per_rank": rng_per_rank,
+                "extra": {"batches_drawn_per_rank": drawn_per_rank},
             }
             save_checkpoint(self.run_dir / checkpoint_name(self.step), **kwargs)
             save_checkpoint(path, **kwargs)
@@ -243,7 +265,16 @@ class Trainer:
         return path
 
     def evaluate(self) -> dict[str, Any]:
-        """Novel AR@k (and base AP when the model classifies) on the val set."""
+        """Novel AR@k (and base AP when the model classifies) on the val set.
+
+        Under DDP only rank 0 evaluates (the whole val set, one process) while the other ranks
+        wait at a barrier; they return ``{}``.
+        """
+        metrics = self._evaluate_here() if dist.is_main_process() else {}
+        dist.barrier()
+        return metrics
+
+    def _evaluate_here(self) -> dict[str, Any]:
         data = self.config.data
         ann_file, images = locate(data.val, "val", data.val_images)
         return evaluate_model(
@@ -265,7 +296,10 @@ class Trainer:
         self.model.iteration = self.step
         with torch.autocast(self.device.type, enabled=self.use_amp):
             losses = model(images, targets)
-        loss = sum(losses.values())
+        unknown = losses.keys() - self.model.LOSS_PARTS.keys()
+        if unknown:
+            raise RuntimeError(f"{type(self.model).__name__}.LOSS_PARTS lacks {sorted(unknown)}")
+        loss = sum(value for name, value in losses.items() if name in self.trained_losses)
         if not torch.isfinite(loss):
             where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint yet"
             values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -280,10 +314,13 @@ class Trainer:
         self.scheduler.step()
         return losses
 
-    def _next_batch(self, batches: Iterator) -> tuple[list[Tensor], list[dict]]:
-        """The next non-empty batch on the device, flipped with a per-step generator."""
+    def _next_batch(self, batches: Iterator) -> tuple[list[Tensor], list[dict], int]:
+        """The next non-empty batch on the device, flipped with a per-step generator, and how
+        many loader batches it took (more than one when whole batches were unreadable)."""
+        drawn = 0
         while True:
             images, targets, bad = next(batches)
+            drawn += 1
             self.images_seen += len(images) + len(bad)
             if bad:
                 self._count_bad(bad)
@@ -296,6 +333,7 @@ class Trainer:
         return (
             [image.to(self.device, non_blocking=True) for image, _ in flipped],
             [_to_device(target, self.device) for _, target in flipped],
+            drawn,
         )
 
     def _count_bad(self, messages: list[str]) -> None:
@@ -319,6 +357,14 @@ class Trainer:
         dataset = CocoDetection(images, ann_file, split, training=True, keep_empty=data.keep_empty)
         if len(dataset) == 0:
             raise OwpInputError("no training image has a base-class box", path=ann_file)
+        num_classes = getattr(self.model.config, "num_classes", None)
+        num_base = len(dataset.split.base_ids)
+        if num_classes is not None and num_classes != num_base:
+            raise OwpInputError(
+                f"model.num_classes is {num_classes} but split {dataset.split.name!r} has "
+                f"{num_base} base classes; set model.num_classes={num_base}",
+                path=ann_file,
+            )
         sampler = InfiniteSampler(
             len(dataset),
             seed=self.config.train.seed,
@@ -344,7 +390,11 @@ class Trainer:
         if not self.distributed:
             return self.model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        # A loss the recipe does not backpropagate may leave trainable parameters without grad.
+        dropped = bool(self.model.LOSS_PARTS.keys() - self.trained_losses)
+        return nn.parallel.DistributedDataParallel(
+            self.model, device_ids=device_ids, find_unused_parameters=dropped
+        )
 
     def _initialise_from(self, init: str) -> None:
         """Load weights from a checkpoint, or from ``run:NAME`` = ``<runs folder>/NAME/last.pt``
@@ -363,6 +413,18 @@ class Trainer:
             )
         if result.missing_keys:
             log.info("initialised from %s; new weights: %s", path, ", ".join(result.missing_keys))
+
+    def _check_eval_scorings(self) -> None:
+        """Fail now, not after training, when an eval scoring does not fit the model."""
+        cfg, model = self.config.eval, self.config.model
+        for key in ("proposal_scoring", "detection_scoring"):
+            scoring = getattr(cfg, key)
+            if scoring is None:
+                continue
+            try:
+                model_config(model.name, **{**model.options, "scoring": scoring})
+            except OwpInputError as err:
+                raise OwpInputError(f"eval.{key}={scoring!r} does not fit the model: {err}") from None
 
     def _check_same_model(self, state: dict, path: Path) -> None:
         saved = state.get("config", {}).get("model", {})

@@ -221,8 +221,13 @@ def assign(
     unless ``center_radius`` is None, when ``|x - cx| < center_radius * s`` and
     ``|y - cy| < center_radius * s`` for the box centre ``(cx, cy)`` (torchvision's center
     sampling; the inside test clips that square to the box). The candidate with the smallest
-    area wins; equal areas go to the lower box index. Ignore boxes compete like the others,
-    and a point won by an ignore box is marked :data:`IGNORE`, to be left out of every loss.
+    area wins; equal areas go to the lower box index.
+
+    Ignore (crowd) boxes never compete: every point strictly inside a crowd box that is not
+    foreground for a regular box is marked :data:`IGNORE`, at every level and whatever the
+    box size or center sampling — neither a positive nor a background sample, so it is left
+    out of the classification loss, of unknown-object masking and of the ``all`` objectness
+    samples (detectron2's and mmdetection's ignore-region semantics).
 
     The result equals torchvision's per-image ``[P, M]`` computation except where ``m`` lies
     exactly on a level bound (half-open here, open there), yet no ``[B, P, M]`` array is
@@ -271,13 +276,28 @@ def assign(
     cols, rows = _axis_tables(points, center_radius)
     fits_x, beyond_x = _axis_conditions(cols.coords, x0, x1, cols.lower, cols.upper, cols.radius)
     fits_y, beyond_y = _axis_conditions(rows.coords, y0, y1, rows.lower, rows.upper, rows.radius)
-    fits_x &= sorted_valid[:, None, :]
+    fits_x &= (sorted_valid & ~gt_ignore.gather(1, order))[:, None, :]
     rank = _first_candidate(fits_x, beyond_x, fits_y, beyond_y, cols.slices, rows.slices)
     found = rank < num_boxes
     winner = order.gather(1, rank.clamp(max=num_boxes - 1))
     matched = torch.where(found, winner, BACKGROUND)
-    ignored = found & gt_ignore.gather(1, winner)
-    return matched.masked_fill(ignored, IGNORE)
+    in_crowd = _inside_any(points.xy, gt_boxes, gt_valid & gt_ignore)
+    return matched.masked_fill(in_crowd & ~found, IGNORE)
+
+
+def _inside_any(xy: Tensor, boxes: Tensor, which: Tensor) -> Tensor:
+    """``[B, P]`` bool: point ``xy[p]`` lies strictly inside some box ``boxes[b, m]`` with
+    ``which[b, m]``. Only the flagged boxes are compared (crowd boxes are few per image)."""
+    count = int(which.sum(dim=1).max()) if which.numel() else 0
+    if count == 0:
+        return torch.zeros(boxes.shape[0], xy.shape[0], dtype=torch.bool, device=xy.device)
+    first = which.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :count]
+    picked = boxes.gather(1, first[..., None].expand(-1, -1, 4))  # [B, C, 4]
+    picked_valid = which.gather(1, first)  # [B, C]
+    x, y = xy[None, :, None, 0], xy[None, :, None, 1]
+    x0, y0, x1, y1 = (picked[:, None, :, k] for k in range(4))
+    inside = (x > x0) & (x < x1) & (y > y0) & (y < y1) & picked_valid[:, None, :]
+    return inside.any(dim=2)
 
 
 def _first_candidate(
@@ -416,6 +436,19 @@ def _axis_conditions(
     return fits, farthest > lower
 
 
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """Raise ``ValueError`` naming both numbers when a label lies outside ``[0, num_classes)``.
+
+    ``labels``: any shape, int64, the 0-based class of each (regular, non-padding) box.
+    """
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        bad = int(labels.max()) if int(labels.max()) >= num_classes else int(labels.min())
+        raise ValueError(
+            f"target label {bad} is outside [0, {num_classes}): the model has num_classes="
+            f"{num_classes}; labels must index the split's base classes"
+        )
+
+
 def ltrb_targets(points: Points, boxes: Tensor) -> Tensor:
     """Regression targets ``(x - x0, y - y0, x1 - x, y1 - y)``.
 
@@ -516,9 +549,8 @@ def objectness_samples(
     * ``all``: every point not marked :data:`IGNORE` by the assignment without center
       sampling; its foreground gets targets w.r.t. its box, every other point target 0.
 
-    Ignore points are those of the assignment the set uses: ``matched_cs`` for ``center``,
-    ``matched_no_cs`` otherwise. So ``foreground`` is a subset of ``all``, and ``center`` is a
-    subset of ``foreground`` unless an ignore box wins a point only without center sampling.
+    Crowd regions (:data:`IGNORE`, see :func:`assign`) are never samples. ``center`` is a subset
+    of ``foreground``, which is a subset of ``all``.
 
     Args:
         sample_set: one of :data:`SAMPLE_SETS`.

@@ -35,6 +35,7 @@ from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from owp.errors import OwpInputError
+from owp.models.freezing import freeze_batch_norm
 
 RESNET_DEPTHS: tuple[int, ...] = (18, 34, 50, 101)
 NORMS: tuple[str, ...] = ("auto", "frozen", "batch")
@@ -149,6 +150,8 @@ def resnet_fpn_backbone(
     for name, parameter in backbone.body.named_parameters():
         if name.split(".", 1)[0] not in trainable:
             parameter.requires_grad_(False)
+    # A frozen stage is frozen completely: its batch norm keeps its running statistics.
+    freeze_batch_norm(backbone.body)
     return backbone
 
 
@@ -216,13 +219,13 @@ def _read_state_dict(file: Path) -> dict[str, Tensor]:
 
 
 def _load_trunk(body: nn.Module, state: dict[str, Tensor], file: Path, depth: int) -> None:
-    """Load ``state`` into the trunk: every trunk key required, ``fc.*`` ignored."""
-    given = {
-        k: v
-        for k, v in state.items()
-        if not k.startswith("fc.") and not k.endswith(".num_batches_tracked")
-    }
-    expected = body.state_dict()
+    """Load ``state`` into the trunk: every trunk key required, ``fc.*`` ignored.
+
+    ``num_batches_tracked`` is never required nor taken from the file: torchvision's files lack
+    it, ``FrozenBatchNorm2d`` has none and a trainable ``BatchNorm2d`` starts counting at 0.
+    """
+    given = {k: v for k, v in state.items() if not k.startswith("fc.") and not _is_counter(k)}
+    expected = {k: v for k, v in body.state_dict().items() if not _is_counter(k)}
     missing = sorted(expected.keys() - given.keys())
     unexpected = sorted(given.keys() - expected.keys())
     mismatched = sorted(
@@ -241,4 +244,9 @@ def _load_trunk(body: nn.Module, state: dict[str, Tensor], file: Path, depth: in
         raise OwpInputError(
             f"not a ResNet-{depth} trunk state dict: {'; '.join(problems)}", path=file
         )
-    body.load_state_dict(given)
+    # strict=False: the only keys left out are the batch counters, which stay as they are.
+    body.load_state_dict(given, strict=False)
+
+
+def _is_counter(key: str) -> bool:
+    return key.endswith(".num_batches_tracked")

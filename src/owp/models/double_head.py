@@ -12,6 +12,15 @@ paper's Double-Head-Ext: the fc head also regresses and the conv head also class
 l_conv L_reg(conv))`` (w 2.0 / 2.5, l 0.7 / 0.8), and the class scores fuse as
 ``s_fc + s_conv (1 - s_fc)``.
 
+Loss normalisers, checked against mmdetection 2.8 (the Double-Head code base;
+``DoubleConvFCBBoxHead`` inherits ``BBoxHead.loss`` of
+``mmdet/models/roi_heads/bbox_heads/bbox_head.py``): classification is averaged over the
+sampled RoIs (``avg_factor = sum(label_weights > 0)``, L157) and box regression is summed over
+the positive RoIs and divided by the sampled RoIs (``avg_factor=bbox_targets.size(0)``, L190);
+torchvision's ``fastrcnn_loss`` (mean cross-entropy, smooth-L1 sum / ``labels.numel()``)
+divides by the same counts. The smooth-L1 ``beta`` is torchvision's 1/9 (mmdetection's config
+uses 1.0), and the branch weights are the paper's 2.0 / 2.5 (mmdetection's config: 2.0 / 2.0).
+
 Both branches read the same 7x7 RoIAlign features (mmdetection's config also enlarges the conv
 branch's RoIs 1.3x; the paper's head does not need it and owp does not do it).
 
@@ -206,6 +215,16 @@ class DoubleHeadRCNN(TwoStageDetector):
             "roi_heads.box_head.conv_branch.",
             "roi_heads.box_predictor.bbox_pred",
         ),
+    }
+    # Double-Head-Ext's complementary terms cross the branches: fc features -> box deltas and
+    # conv features -> class scores, so each depends on both parts.
+    LOSS_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "rpn_objectness": ("localization",),
+        "rpn_box_regression": ("localization",),
+        "roi_classification": ("classification",),
+        "roi_box_regression": ("localization",),
+        "roi_box_regression_fc": ("classification", "localization"),
+        "roi_classification_conv": ("classification", "localization"),
     }
 
     def __init__(self, config: DoubleHeadConfig) -> None:

@@ -23,6 +23,7 @@ from owp.models.assign import (
     Points,
     assign,
     centerness_targets,
+    check_labels,
     gather_boxes,
     iou_targets,
     ltrb_targets,
@@ -32,7 +33,7 @@ from owp.models.assign import (
     unknown_object_mask,
 )
 from owp.models.backbones import backbone_for
-from owp.models.heads import FCOSOWPHead
+from owp.models.heads import OBJECTNESS_BRANCHES, FCOSOWPHead
 from owp.models.losses import (
     classification_loss,
     global_normalizer,
@@ -47,6 +48,8 @@ from owp.models.postprocess import (
 )
 
 UNKNOWN_MASKS = (None, "pixel", "area")
+# Head output -> what the model needs to produce it (an objectness branch or the classifier).
+_BRANCH_OF_OUTPUT = {"bbox_ctrness": "centerness", "bbox_iou": "iou", "cls_logits": "classifier"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -115,7 +118,29 @@ class FCOSOWPConfig:
                 f"unknown objectness_samples {self.objectness_samples!r}; "
                 f"use one of {', '.join(SAMPLE_SETS)}"
             )
-        self.postprocess_config()  # validates the scoring and selection options
+        scoring = self.postprocess_config()  # validates the scoring and selection options
+        branches = set(self.objectness)
+        if not branches or not branches <= set(OBJECTNESS_BRANCHES):
+            raise ValueError(
+                f"objectness {list(self.objectness)} must name one or both of "
+                f"{', '.join(OBJECTNESS_BRANCHES)}"
+            )
+        missing = {_BRANCH_OF_OUTPUT[o] for o in scoring.required_outputs()} - branches
+        if "classifier" in missing and self.num_classes is None:
+            raise ValueError(
+                f"scoring {self.scoring!r} needs a classifier: set num_classes, or use a "
+                "class-agnostic scoring (centerness, iou, geomean)"
+            )
+        missing.discard("classifier")
+        if missing:
+            raise ValueError(
+                f"scoring {self.scoring!r} needs the {', '.join(sorted(missing))} branch; add it "
+                f"to objectness {list(self.objectness)} or choose another scoring"
+            )
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive or null, got {self.num_classes}")
+        if self.unknown_mask and self.num_classes is None:
+            raise ValueError("unknown_mask masks the classification loss: it needs num_classes")
         if self.unknown_mask not in UNKNOWN_MASKS:
             raise ValueError(
                 f"unknown unknown_mask {self.unknown_mask!r}; use one of "
@@ -158,13 +183,21 @@ class FCOSOWP(nn.Module):
     * eval mode: per image ``boxes`` ``[K, 4]`` (xyxy, original image coordinates), ``scores``,
       ``objectness``, and when the model classifies ``labels`` and ``class_scores``.
 
-    ``PARTS`` names the parameter-name prefixes of the parts training recipes act on.
+    ``PARTS`` names the parameter-name prefixes of the parts training recipes act on, and
+    ``LOSS_PARTS`` the parts that compute each loss (a recipe that freezes one of them does not
+    backpropagate that loss; see :mod:`owp.engine.recipes`).
     """
 
     PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
         "backbone": ("backbone.",),
         "classification": ("head.classification_head.",),
         "localization": ("head.regression_head.",),
+    }
+    LOSS_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "classification": ("classification",),
+        "bbox_regression": ("localization",),
+        "bbox_ctrness": ("localization",),
+        "bbox_iou": ("localization",),
     }
 
     def __init__(self, config: FCOSOWPConfig) -> None:
@@ -230,6 +263,8 @@ class FCOSOWP(nn.Module):
             [t.get("ignore", torch.zeros(len(t["boxes"]), dtype=torch.bool)) for t in targets],
             [t["labels"] for t in targets],
         )
+        if cfg.num_classes is not None:
+            check_labels(labels[valid & ~ignore], cfg.num_classes)
         matched = assign(points, boxes, valid, ignore, center_radius=cfg.center_radius)
         foreground = matched >= 0
         num_foreground = global_normalizer(foreground.sum(), boxes.device)
@@ -242,13 +277,14 @@ class FCOSOWP(nn.Module):
                 if labels.shape[1]
                 else torch.zeros_like(matched)
             )
-            valid = matched != IGNORE
+            # Per location: crowd regions (IGNORE) and masked unknown objects are left out.
+            cls_locations = matched != IGNORE
             if cfg.unknown_mask and self.iteration >= cfg.unknown_mask_start:
                 masked = self._unknown_mask(outputs, points, matched, pred_boxes)
-                valid &= ~masked
+                cls_locations &= ~masked
                 self.last_masked = int(masked.sum())
             losses["classification"] = classification_loss(
-                outputs["cls_logits"], fg_labels, foreground, valid, num_foreground
+                outputs["cls_logits"], fg_labels, foreground, cls_locations, num_foreground
             )
         target_boxes = gather_boxes(boxes, matched)
         losses["bbox_regression"] = regression_loss(

@@ -14,12 +14,14 @@ A two-stage proposer that never learns to classify; both stages learn localizati
   top ``rpn_pre_nms_top_n_test`` per level, then the best ``rpn_post_nms_top_n_test``.
 * **OLN-Box** (:class:`OLNRoIHeads`, a torchvision ``RoIHeads``): two-fc head, class-agnostic
   box regression (L1 on torchvision's box deltas) and a box IoU score: ``sigmoid(logit)``
-  regressed with L1 onto IoU(RoI, matched ground truth) on positive RoIs.
+  regressed with L1 onto IoU(RoI, matched ground truth) on positive RoIs, divided by every
+  sampled RoI (OLN's normaliser).
 * Final score ``sqrt(rpn centerness x RoI IoU)`` on the refined boxes, NMS 0.7.
 
-Where OLN's mmdetection code and torchvision differ, owp keeps torchvision's conventions: every
-anchor trains (OLN drops anchors crossing the image border), losses are normalised as
-torchvision's RPN and RoI losses are.
+Where OLN's mmdetection code and torchvision differ, owp keeps torchvision's conventions for
+sampling and matching (every anchor trains, where OLN drops anchors crossing the image border),
+but every loss normaliser is OLN's own, cited from its reference file in the loss docstrings:
+the RPN losses divide by the box sampler's anchor count, the RoI losses by the sampled RoIs.
 
 Written by hand (no library has them): the centerness targets for anchors, the OLN sampling,
 the IoU score head and loss; everything else is torchvision's.
@@ -107,6 +109,14 @@ class OLNRPNHead(RPNHead):
         return logits, boxes
 
 
+def oln_num_total_samples(positive: Tensor, negative: Tensor, num_images: int) -> int:
+    """OLN-RPN's loss normaliser from the box sampler's flat masks ``[B*A]`` (``B`` images of
+    ``A`` anchors): ``sum_i max(pos_i, 1) + sum_i max(neg_i, 1)`` (see
+    :meth:`OLNRPN.compute_losses` for the reference lines)."""
+    per_image = torch.stack([positive, negative]).view(2, num_images, -1).sum(dim=2)
+    return int(per_image.clamp(min=1).sum())
+
+
 def anchor_centerness_targets(anchors: Tensor, gt_boxes: Tensor) -> Tensor:
     """Centerness of each anchor's centre in its box: ``[N, 4]``, ``[N, 4]`` → ``[N]``.
 
@@ -191,10 +201,18 @@ class OLNRPN(RegionProposalNetwork):
     ) -> dict[str, Tensor]:
         """OLN-RPN losses from logits ``[B*A, 1]`` and ltrb deltas ``[B*A, 4]``.
 
-        ``rpn_centerness``: mean L1 between sigmoid(logit) and the centerness targets over the
-        sampled anchors; ``rpn_box_iou``: ``weight * sum(1 - IoU)`` over the positive anchors
-        of torchvision's RPN sampler whose centre lies inside the box, divided by the number
-        of anchors that sampler drew (positives and negatives, as torchvision's RPN loss).
+        Both losses are sums divided by OLN's ``num_total_samples``: the anchors drawn by the
+        *box* sampler (256 per image), counted as ``sum_i max(pos_i, 1) + sum_i max(neg_i, 1)``
+        over the images — ``mmdet/models/dense_heads/oln_rpn_head.py`` in
+        mcahny/object_localization_network: ``loss_single`` passes ``avg_factor=
+        num_total_samples`` to both ``loss_bbox`` (L141-145) and ``loss_objectness``
+        (L154-158); ``loss`` sets it to ``num_total_pos + num_total_neg`` (L214-215), which
+        ``get_targets`` counts per image with ``max(inds.numel(), 1)`` (L494-495).
+
+        ``rpn_centerness``: L1 between sigmoid(logit) and the centerness targets, summed over
+        the anchors of the objectness sampler (IoU >= 0.3 positives, negatives filling the 256).
+        ``rpn_box_iou``: ``weight * sum(1 - IoU)`` over the positive anchors of torchvision's
+        RPN sampler whose centre lies inside the box.
         """
         box_labels, matched = self.assign_targets_to_anchors(anchors, targets)
         box_positive, box_negative = self._sample_box_anchors(box_labels)
@@ -207,10 +225,11 @@ class OLNRPN(RegionProposalNetwork):
             all_anchors[positive], all_matched[positive]
         )
         sampled = positive | negative
+        normalizer = oln_num_total_samples(box_positive, box_negative, len(anchors))
         probability = torch.sigmoid(logits.flatten())
-        centerness_loss = F.l1_loss(
-            probability[sampled], centerness[sampled], reduction="sum"
-        ) / max(1, int(sampled.sum()))
+        centerness_loss = (
+            F.l1_loss(probability[sampled], centerness[sampled], reduction="sum") / normalizer
+        )
 
         box_targets = torch.cat(matched)
         centers = (all_anchors[:, :2] + all_anchors[:, 2:]) / 2
@@ -218,11 +237,7 @@ class OLNRPN(RegionProposalNetwork):
         positives = box_positive & inside
         predicted = self.box_coder.decode(deltas[positives], all_anchors[positives])
         iou = aligned_box_iou(predicted, box_targets[positives])
-        box_loss = (
-            self.box_loss_weight
-            * (1 - iou).sum()
-            / max(1, int((box_positive | box_negative).sum()))
-        )
+        box_loss = self.box_loss_weight * (1 - iou).sum() / normalizer
         return {"rpn_centerness": centerness_loss, "rpn_box_iou": box_loss}
 
     def _sample_box_anchors(self, labels: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -291,8 +306,18 @@ class OLNRoIHeads(RoIHeads):
         image_sizes: list,
         targets: list[dict[str, Tensor]],
     ) -> dict[str, Tensor]:
-        """``roi_box_regression`` (L1 on positive deltas / sampled RoIs) and ``roi_iou`` (mean
-        L1 between the predicted IoU and IoU(RoI, matched box) over positive RoIs)."""
+        """``roi_box_regression`` and ``roi_iou``, both divided by the number of sampled RoIs.
+
+        ``roi_box_regression``: L1 on the positive RoIs' deltas (summed over the 4 coordinates).
+        ``roi_iou``: L1 between sigmoid(score) and IoU(RoI, matched box) on the positive RoIs
+        (negatives have weight 0). The normaliser of both is every sampled RoI, positive or
+        negative, as OLN's ``ConvFCBBoxScoreHead.loss`` does in
+        ``mmdet/models/roi_heads/bbox_heads/convfc_bbox_score_head.py``
+        (mcahny/object_localization_network): ``avg_factor=bbox_targets.size(0)`` for
+        ``loss_bbox`` (L235) and ``avg_factor=bbox_score_targets.size(0)`` for
+        ``loss_bbox_score`` (L246), where both sizes are the sampled RoIs (512 per image at
+        pos_fraction 0.25, configs/oln_box/oln_box.py).
+        """
         rois, matched_idxs, labels, regression_targets = self.select_training_samples(
             proposals, targets
         )
@@ -313,7 +338,7 @@ class OLNRoIHeads(RoIHeads):
         iou_targets = roi_iou_targets(torch.cat(rois)[positive], matched_gt[positive])
         iou_loss = F.l1_loss(
             torch.sigmoid(iou_logits[positive, 0]), iou_targets, reduction="sum"
-        ) / max(1, int(positive.sum()))
+        ) / max(1, labels.numel())
         return {"roi_box_regression": box_loss, "roi_iou": iou_loss}
 
 
@@ -334,6 +359,12 @@ class OLN(TwoStageDetector):
         "backbone": ("backbone.",),
         "classification": (),
         "localization": ("rpn.", "roi_heads."),
+    }
+    LOSS_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "rpn_centerness": ("localization",),
+        "rpn_box_iou": ("localization",),
+        "roi_box_regression": ("localization",),
+        "roi_iou": ("localization",),
     }
 
     def __init__(self, config: OLNConfig) -> None:

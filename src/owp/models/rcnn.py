@@ -22,6 +22,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
 
+from owp.models.assign import check_labels
 from owp.models.backbones import backbone_for
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -196,10 +197,12 @@ class TwoStageDetector(nn.Module, ABC):
     * eval mode: per image ``boxes`` ``[K, 4]`` (original image coordinates), ``scores``,
       ``objectness``, and with ``scoring="cls"`` ``labels`` (0-based) and ``class_scores``.
 
-    ``PARTS`` names the parameter-name prefixes of the parts training recipes act on.
+    ``PARTS`` names the parameter-name prefixes of the parts training recipes act on, and
+    ``LOSS_PARTS`` the parts that compute each named loss.
     """
 
     PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    LOSS_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, config: RCNNConfig) -> None:
         super().__init__()
@@ -246,6 +249,8 @@ class TwoStageDetector(nn.Module, ABC):
         for target in targets:
             keep = ~target["ignore"] if "ignore" in target else slice(None)
             labels = target["labels"][keep]
+            if self.config.num_classes is not None:
+                check_labels(labels, self.config.num_classes)
             converted.append(
                 {
                     "boxes": target["boxes"][keep],

@@ -112,6 +112,13 @@ class RPNProposer(TwoStageDetector):
         "classification": (),
         "localization": ("rpn.", "roi_heads."),
     }
+    # The optional box head is class-agnostic (object vs background): localization too.
+    LOSS_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "rpn_objectness": ("localization",),
+        "rpn_box_regression": ("localization",),
+        "roi_classification": ("localization",),
+        "roi_box_regression": ("localization",),
+    }
 
     def __init__(self, config: RPNConfig) -> None:
         super().__init__(config)
