@@ -1,4 +1,5 @@
-"""Base-class AP of class-labelled detections: standard COCOeval on the base ground truth."""
+"""Base-class AP of class-labelled detections: COCOeval on the base ground truth, or LVIS's
+federated AP when the ground truth is LVIS-style (:mod:`owp.evaluation.lvis`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from owp.data.coco import load_instances
+from owp.data.coco import is_federated, load_instances
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
-from owp.evaluation.cocoeval import AREA_NAMES, run_cocoeval
+from owp.evaluation.cocoeval import AREA_NAMES, check_engine, run_cocoeval
+from owp.evaluation.lvis import LVIS_MAX_DETS, federated_ap
 from owp.evaluation.results import Results, read_results
 
 DETECTION_MAX_DETS: tuple[int, ...] = (1, 10, 100)
@@ -23,18 +25,26 @@ def evaluate_detections(
     detections: str | Path | Results,
     split: str | Path | SplitSpec | ClassSplit,
     *,
-    engine: str = "faster-coco-eval",
+    engine: str = "owp",
 ) -> dict[str, Any]:
-    """COCO AP of detections on the split's base classes.
+    """AP of detections on the split's base classes.
 
     Novel-class ground truth is deleted, and detections labelled with a non-base category are
-    dropped (a base-class detector cannot be credited for them). The numbers are COCOeval's
-    ``stats[0:6]`` (maxDets 100), as fractions.
+    dropped (a base-class detector cannot be credited for them). On COCO-style ground truth the
+    numbers are COCOeval's ``stats[0:6]`` (maxDets 100); on LVIS-style ground truth (images
+    with ``neg_category_ids`` / ``not_exhaustive_category_ids``) they are LVIS's federated AP
+    (300 detections per image, plus APr / APc / APf), as lvis-api computes it. Fractions.
+
+    Args:
+        engine: ``owp`` or ``faster-coco-eval`` (the same engine here), or ``pycocotools``
+            (COCO ground truth only: it has no federated evaluation).
 
     Returns:
         ``{"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "split", "num_images",
-        "num_gt"}``; an AP is ``None`` where no base ground truth exists in that bucket.
+        "num_gt"}`` (LVIS: also ``"APr", "APc", "APf"`` and ``"federated": True``); an AP is
+        ``None`` where no base ground truth exists in that bucket.
     """
+    check_engine(engine)
     gt_name = gt if isinstance(gt, str | Path) else "ground truth"
     dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
     split = resolve_split(split, dataset["categories"], gt_name)
@@ -54,6 +64,16 @@ def evaluate_detections(
         "categories": [c for c in dataset["categories"] if c["id"] in base],
     }
     kept = [r for r in results if r["category_id"] in base]
+    num_gt = sum(1 for a in base_gt["annotations"] if not a["iscrowd"])
+    info = {"split": split.name, "num_images": len(dataset["images"]), "num_gt": num_gt}
+    if is_federated(dataset):
+        if engine == "pycocotools":
+            raise OwpInputError(
+                "the ground truth is LVIS-style (federated), which pycocotools cannot evaluate; "
+                "use --engine owp or faster-coco-eval",
+                path=gt if isinstance(gt, str | Path) else None,
+            )
+        return {**federated_ap(base_gt, kept, LVIS_MAX_DETS), **info, "federated": True}
     precision = run_cocoeval(base_gt, kept, DETECTION_MAX_DETS, use_cats=True, engine=engine)[
         "precision"
     ]
@@ -65,11 +85,7 @@ def evaluate_detections(
     }
     for area in AREA_NAMES[1:]:
         metrics[f"AP_{area}"] = _mean_precision(precision, area, last)
-    metrics.update(
-        split=split.name,
-        num_images=len(dataset["images"]),
-        num_gt=sum(1 for a in base_gt["annotations"] if not a["iscrowd"]),
-    )
+    metrics.update(info)
     return metrics
 
 
