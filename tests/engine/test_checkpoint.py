@@ -271,3 +271,29 @@ def test_cuda_model_loaded_to_cuda(tmp_path: Path) -> None:
     assert checkpoint["model"]["weight"].is_cuda and checkpoint["rng"]["torch"].is_cuda
     restore_rng_states(checkpoint["rng"])
     assert torch.equal(torch.rand(3, device="cuda"), expected)
+
+
+def test_grad_scaler_state_round_trip(tmp_path: Path) -> None:
+    """The AMP scaler (scale, growth tracker) is saved and restored: resume under AMP is exact."""
+    model = nn.Linear(4, 2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=512.0, growth_interval=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # two good steps: the growth tracker counts them
+        optimizer.zero_grad()
+        scaler.scale(model(torch.rand(2, 4)).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    path = save_checkpoint(
+        tmp_path / "m.pt", model=model, optimizer=optimizer, scheduler=None, step=2,
+        config=CONFIG, scaler=scaler,
+    )
+    restored = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=3)
+    restored.load_state_dict(load_checkpoint(path)["scaler"])
+    assert restored.state_dict() == scaler.state_dict()
+    assert restored.get_scale() == 512.0 and restored.state_dict()["_growth_tracker"] == 2
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    path = save_checkpoint(
+        tmp_path / "n.pt", model=model, optimizer=None, scheduler=None, step=0, config=CONFIG,
+        scaler=disabled,
+    )
+    assert load_checkpoint(path)["scaler"] is None

@@ -93,3 +93,35 @@ def test_two_process_gloo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         assert seen["order"] == ["b", "a"]
         assert seen["obj"] == {"from": 1, "items": [1, "x"]}
         assert seen["after_cleanup"] is False
+
+
+def _evaluate_worker(rank: int, out_dir: str) -> None:
+    """Trainer.evaluate under a real two-process group: only rank 0 evaluates."""
+    from owp.engine.trainer import Trainer
+
+    os.environ["RANK"] = str(rank)
+    os.environ["LOCAL_RANK"] = str(rank)
+    assert dist.init_distributed(backend="gloo")
+
+    class Stand:  # the state Trainer.evaluate reads
+        calls = 0
+
+        def _evaluate_here(self):
+            Stand.calls += 1
+            return {"AR@100": 0.5}
+
+    metrics = Trainer.evaluate(Stand())
+    dist.barrier()
+    dist.cleanup()
+    Path(out_dir, f"{rank}.json").write_text(json.dumps({"calls": Stand.calls, "metrics": metrics}))
+
+
+def test_periodic_evaluation_runs_on_rank_zero_only(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    mp.spawn(_evaluate_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    seen = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(2)]
+    assert seen[0] == {"calls": 1, "metrics": {"AR@100": 0.5}}
+    assert seen[1] == {"calls": 0, "metrics": {}}

@@ -87,3 +87,83 @@ def test_recipe_groups_and_frozen_parts(recipe, frozen_parts, lr_of):
             if name.startswith(prefix) and parameter.requires_grad:
                 assert lr_by_parameter[id(parameter)] == pytest.approx(lr), name
     assert changed
+
+
+def _tiny_batch():
+    generator = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 64, 64, generator=generator) for _ in range(2)]
+    targets = [
+        {"boxes": torch.tensor([[5.0, 5.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 20.0, 60.0, 60.0]]), "labels": torch.tensor([2])},
+    ]
+    return images, targets
+
+
+def test_owp_recipe_sends_no_focal_gradient_into_the_trunk(tmp_path):
+    from owp.config import ModelConfig, RunConfig, TrainConfig
+    from owp.engine.recipes import trained_losses
+    from owp.engine.trainer import Trainer
+
+    config = RunConfig(
+        model=ModelConfig("fcos_owp_tiny", {"num_classes": 3, "min_size": 64, "max_size": 64}),
+        train=TrainConfig(recipe="owp", batch_size=2, amp=False, device="cpu", clip_grad_norm=None),
+    )
+    torch.manual_seed(0)
+    trainer = Trainer(config, tmp_path, progress=False)
+    model = trainer.model.train()
+    assert trained_losses(model, "owp") >= {"bbox_regression", "bbox_iou", "bbox_ctrness"}
+    assert "classification" not in trained_losses(model, "owp")
+    images, targets = _tiny_batch()
+    trunk = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    losses = model(images, targets)
+    localization = sum(v for k, v in losses.items() if k != "classification")
+    expected = torch.autograd.grad(localization, trunk, retain_graph=True)
+    leaked = torch.autograd.grad(losses["classification"], trunk, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in leaked)  # what owp must not send
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 0.0  # the step keeps the weights: compare the gradients only
+    trainer._train_step(model, images, targets, None)
+    for parameter, gradient in zip(trunk, expected, strict=True):
+        assert torch.allclose(parameter.grad, gradient, rtol=1e-5, atol=1e-8)
+
+
+def test_frozen_backbone_batch_norm_keeps_its_statistics_across_train():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    model = create_model("fcos_owp_tiny", min_size=64, max_size=64)  # trainable BN: from scratch
+    parameter_groups(model, "owp_fb", base_lr=0.01)
+    norms = [m for n, m in model.named_modules() if n.startswith("backbone.body") and "bn" in n]
+    assert norms and all(type(m) is FrozenBatchNorm2d for m in norms)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images, targets = _tiny_batch()
+    model.train()
+    model(images, targets)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # The frozen model's checkpoint loads into a freshly built one and gives the same output.
+    fresh = create_model("fcos_owp_tiny", min_size=64, max_size=64)
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        a, b = model.eval()([images[0]])[0], fresh.eval()([images[0]])[0]
+    assert torch.allclose(a["boxes"], b["boxes"], atol=1e-4)
+    assert torch.allclose(a["scores"], b["scores"], atol=1e-6)
+
+
+def test_trainable_layers_below_five_freeze_the_batch_norm_of_frozen_stages():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    model = create_model("fcos_owp_tiny", backbone_norm="batch", trainable_layers=2)
+    body = model.backbone.body
+    assert type(body.bn1) is FrozenBatchNorm2d
+    assert type(body.layer1[0].bn1) is FrozenBatchNorm2d
+    assert type(body.layer2[0].bn1) is FrozenBatchNorm2d
+    assert type(body.layer3[0].bn1) is torch.nn.BatchNorm2d and body.layer3[0].bn1.weight.requires_grad
+    assert type(body.layer4[0].bn1) is torch.nn.BatchNorm2d
+
+
+@pytest.mark.parametrize("name", ["fcos_owp_tiny", "double_head_tiny"])
+def test_a_label_beyond_num_classes_names_both_numbers(name):
+    model = create_model(name, num_classes=3, min_size=64, max_size=64).train()
+    target = {"boxes": torch.tensor([[5.0, 5.0, 40.0, 50.0]]), "labels": torch.tensor([3])}
+    with pytest.raises(ValueError, match=r"label 3 is outside \[0, 3\).*num_classes=3"):
+        model([torch.rand(3, 64, 64)], [target])

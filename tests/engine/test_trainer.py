@@ -176,3 +176,19 @@ def test_resume_after_an_unreadable_batch_keeps_the_data_position(tmp_path):
     assert resumed["step"] == straight["step"] == 6
     for key, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_num_classes_must_equal_the_splits_base_classes(mini_set, tmp_path):
+    config = mini_config(mini_set, max_iters=1)
+    config = replace(config, model=replace(config.model, options={**config.model.options,
+                                                                  "num_classes": 5}))
+    with pytest.raises(OwpInputError, match=r"num_classes is 5 but split .* has 8 base classes"):
+        train(config, tmp_path / "run", progress=False)
+
+
+def test_an_eval_scoring_the_model_cannot_give_fails_before_training(mini_set, tmp_path):
+    config = mini_config(mini_set, max_iters=1)
+    config = replace(config, eval=replace(config.eval, detection_scoring="cls*iou"))
+    with pytest.raises(OwpInputError, match=r"eval.detection_scoring='cls\*iou'.*classifier"):
+        Trainer(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -205,3 +205,24 @@ def test_bad_depth_lists_the_choices(depth):
 def test_bad_out_channels():
     with pytest.raises(OwpInputError, match="out_channels must be positive"):
         resnet_fpn_backbone(18, out_channels=0)
+
+
+@pytest.mark.parametrize("with_counter", [False, True])
+def test_pretrained_weights_load_into_trainable_batch_norm(tmp_path, with_counter):
+    """``backbone_norm="batch"`` with a weights file: torchvision's files have no
+    ``num_batches_tracked``; a file that has it loads too (the counter is not taken)."""
+    torch.manual_seed(0)
+    trunk = resnet18()
+    with torch.no_grad():
+        trunk.bn1.running_mean.uniform_()
+    state = trunk.state_dict()
+    if not with_counter:
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    file = tmp_path / "resnet18.pth"
+    torch.save(state, file)
+    backbone = resnet_fpn_backbone(18, weights_backbone=file, norm="batch", trainable_layers=5)
+    body = backbone.body
+    assert type(body.bn1) is torch.nn.BatchNorm2d
+    assert torch.equal(body.bn1.running_mean, trunk.bn1.running_mean)
+    assert torch.equal(body.layer4[1].conv2.weight, trunk.layer4[1].conv2.weight)
+    assert int(body.bn1.num_batches_tracked) == 0
