@@ -60,8 +60,25 @@ def test_overrides_parse_yaml_values():
         ("train.max_iter=5", "unknown key"),
         ("trainer.max_iters=5", "unknown section"),
         ("max_iters=5", "section.key=value"),
-        ("train.max_iters=many", "must be a number"),
+        ("train.max_iters=many", "train.max_iters must be an integer, got 'many'"),
         ("train.amp=3", "true or false"),
+        ("train.checkpoint_period=0", r"train.checkpoint_period must be >= 1, got 0"),
+        ("train.log_period=0", r"train.log_period must be >= 1, got 0"),
+        ("train.steps=abc", r"train.steps must be a list of numbers, got 'abc'"),
+        ("train.steps=[0.5, 1.5]", "fractions of max_iters"),
+        ("data.num_workers=-1", r"data.num_workers must be >= 0, got -1"),
+        ("train.keep_checkpoints=-1", r"train.keep_checkpoints must be >= 0, got -1"),
+        ("train.max_iters=-5", r"train.max_iters must be >= 1, got -5"),
+        ("train.max_iters=2.5", "train.max_iters must be an integer"),
+        ("train.base_lr=0", r"train.base_lr must be > 0"),
+        ("train.momentum=1", r"train.momentum must be >= 0 and < 1"),
+        ("data.horizontal_flip=1.5", r"data.horizontal_flip must be >= 0 and <= 1"),
+        ("eval.protocol=nope", "eval.protocol must be one of strict, oln, got 'nope'"),
+        ("eval.max_dets=[0, 100]", r"eval.max_dets must be >= 1"),
+        ("train.recipe=fancy", "train.recipe must be one of owp, joint"),
+        ("train.device=tpu", "train.device must be one of auto, cpu, cuda"),
+        ("data.train=[1, 2]", "data.train must be a string"),
+        ("train.batch_size=null", "train.batch_size must be an integer, got null"),
     ],
 )
 def test_bad_overrides(override, message):
@@ -87,3 +104,29 @@ def test_bad_files_and_names(tmp_path):
     with pytest.raises(OwpInputError, match="'model' must be a mapping with a 'name'"):
         config_from_dict({"model": {"scoring": "iou"}})
     assert config_from_dict({}) == RunConfig()
+
+
+def test_numbers_written_as_yaml_strings_and_paths_are_accepted():
+    config = apply_overrides(
+        load_preset("demo"), ["train.weight_decay=1e-4", "train.device=cuda:1", "train.clip_grad_norm=null"]
+    )
+    assert config.train.weight_decay == 1e-4 and isinstance(config.train.weight_decay, float)
+    assert config.train.device == "cuda:1" and config.train.clip_grad_norm is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_size": "abc"}, "min_size must be an integer, got 'abc'"),
+        ({"min_size": 0}, "min_size must be >= 1"),
+        ({"num_classes": 2.5}, "num_classes must be an integer"),
+        ({"norm_groups": 5}, "norm_groups"),
+        ({"iou_sample_threshold": 2}, "iou_sample_threshold must be >= 0 and <= 1"),
+        ({"objectness": [3]}, "objectness must be a list of strings"),
+    ],
+)
+def test_bad_model_options_are_refused_when_built(options, message):
+    from owp.models.factory import create_model
+
+    with pytest.raises(OwpInputError, match=message):
+        create_model("fcos_owp_tiny", **options)

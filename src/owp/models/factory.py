@@ -9,10 +9,11 @@ nothing is downloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from torch import nn
 
+from owp.checks import Range, check_value
 from owp.errors import OwpInputError
 from owp.models.double_head import DoubleHeadConfig, DoubleHeadRCNN
 from owp.models.fcos import FCOSOWP, FCOSOWPConfig
@@ -128,10 +129,31 @@ def model_config(name: str, **overrides: Any) -> Any:
         raise OwpInputError(
             f"unknown option(s) for {name}: {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
         )
+    hints = get_type_hints(spec.config_type)
+    checked = {
+        key: check_value(f"{name}: {key}", value, hints[key], _MODEL_RULES.get(key))
+        for key, value in overrides.items()
+    }
     try:
-        return spec.config_type(**{**spec.defaults, **overrides})
+        return spec.config_type(**{**spec.defaults, **checked})
     except ValueError as err:
         raise OwpInputError(f"{name}: {err}") from None
+
+
+# Ranges of the model options every family shares (the config dataclasses check the rest).
+_MODEL_RULES: dict[str, Range] = {
+    "min_size": Range(1),
+    "max_size": Range(1),
+    "out_channels": Range(1),
+    "num_convs": Range(0),
+    "norm_groups": Range(1),
+    "score_thresh": Range(0, 1),
+    "center_radius": Range(0, open_low=True),
+    "iou_sample_threshold": Range(0, 1),
+    "unknown_mask_thresh": Range(0, 1),
+    "unknown_mask_start": Range(0),
+    "representation_size": Range(1),
+}
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
@@ -145,4 +167,8 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     (``num_classes``, ``objectness``, ...), target options and output options (``scoring``,
     ``score_thresh``, ``nms_thresh``, ``post_nms_top_n``, ...).
     """
-    return model_spec(name).model_type(model_config(name, **overrides))
+    config = model_config(name, **overrides)
+    try:
+        return model_spec(name).model_type(config)
+    except ValueError as err:  # e.g. a GroupNorm whose groups do not divide the channels
+        raise OwpInputError(f"{name}: {err}") from None
