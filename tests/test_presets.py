@@ -220,8 +220,8 @@ def test_dataset_settings(name):
     if name.startswith("lvis-"):
         assert config.data.train == "datasets/lvis/lvis_v1_train.json"
         assert config.data.val == "datasets/lvis/lvis_v1_val.json"
-        assert config.data.train_images == "datasets/coco/train2017"
-        assert config.data.val_images == "datasets/coco/val2017"
+        # LVIS images are named by coco_url (train2017/... or val2017/...) under the COCO root
+        assert config.data.train_images == config.data.val_images == "datasets/coco"
         assert model["post_nms_top_n"] == 300
         assert config.eval.max_dets == (10, 20, 50, 100, 300)
     else:

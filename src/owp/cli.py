@@ -146,14 +146,25 @@ def _add_model_commands(commands) -> None:
         "eval",
         help="evaluate a trained model: novel-class AR@k (and base AP when it classifies)",
         description="Predict on a dataset with a run's model, write proposals.json and "
-        "metrics.json, print the table.",
+        "metrics.json, print the table. Without --data the run's own val set (data.val and "
+        "data.val_images of its config.yaml) is used. Predictions already saved in the output "
+        "folder by the same weights, scoring and data are evaluated again instead of "
+        "recomputed (--force recomputes them).",
     )
     evaluate.add_argument("run", help="run folder or checkpoint file")
     evaluate.add_argument(
         "--data", help="dataset folder or instances JSON (default: the run's val)"
     )
     evaluate.add_argument("--part", default="val", help="part of a dataset folder (default val)")
-    evaluate.add_argument("--images", type=Path, help="images folder (default: found)")
+    evaluate.add_argument(
+        "--images",
+        type=Path,
+        help="images folder, or the COCO root for LVIS (default: the run's data.val_images "
+        "without --data, else found next to the JSON)",
+    )
+    evaluate.add_argument(
+        "--force", action="store_true", help="predict again even when saved predictions match"
+    )
     evaluate.add_argument("--split", help="split (default: the run's)")
     evaluate.add_argument("--protocol", choices=("strict", "oln"), default="strict")
     evaluate.add_argument("--max-dets", default="10,20,50,100,300,1000", help="budgets k")
@@ -226,9 +237,10 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str
     parser.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
     parser.add_argument(
         "--engine",
-        choices=("faster-coco-eval", "pycocotools"),
-        default="faster-coco-eval",
-        help="COCO engine (pycocotools: the slower reference; same numbers)",
+        choices=("owp", "faster-coco-eval", "pycocotools"),
+        default="owp",
+        help="owp: the vectorised matcher for recall, faster-coco-eval for AP (default); "
+        "faster-coco-eval, pycocotools: COCOeval itself (the slower references; same numbers)",
     )
     parser.add_argument("--out", type=Path, help="metrics JSON to write")
 
@@ -299,7 +311,7 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from owp.config import apply_overrides, load_config_file, load_preset
+    from owp.config import apply_overrides, load_config_file, load_preset, resolve_data_paths
     from owp.engine.trainer import train
 
     if args.config is not None:
@@ -313,7 +325,7 @@ def _run_train(args: argparse.Namespace) -> None:
         overrides.append(f"train.device={args.device}")
     if args.init:
         overrides.append(f"train.init={args.init}")
-    config = apply_overrides(config, overrides)
+    config = resolve_data_paths(apply_overrides(config, overrides))
     run_dir = args.out or Path("runs") / name
     result = train(config, run_dir, resume=args.resume)
     _print_run_metrics(
@@ -323,7 +335,7 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> None:
-    from owp.data.locate import locate, locate_split
+    from owp.data.locate import locate, locate_split, run_data
     from owp.engine.dist import resolve_device
     from owp.engine.inference import evaluate_model
     from owp.engine.runs import load_with_config
@@ -333,9 +345,13 @@ def _run_eval(args: argparse.Namespace) -> None:
     overrides = {"scoring": args.scoring} if args.scoring else {}
     model, saved = load_with_config(args.run, **overrides)
     model.to(resolve_device(args.device))
-    data = args.data if args.data is not None else saved["data"]["val"]
-    ann_file, images = locate(data, args.part, args.images)
-    split = args.split or locate_split(saved["data"]["split"], data)
+    own = run_data(args.run, saved.get("data"))  # config.yaml: absolute paths
+    if args.data is not None:
+        data, images = args.data, args.images
+    else:
+        data, images = own.val, args.images or own.val_images
+    ann_file, images = locate(data, args.part, images)
+    split = args.split or locate_split(own.split, data)
     out = (
         args.out or (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "eval"
     )
@@ -353,7 +369,11 @@ def _run_eval(args: argparse.Namespace) -> None:
         detection_scoring=saved["eval"].get("detection_scoring"),
         out_dir=out,
         progress=True,
+        reuse=not args.force,
     )
+    if metrics.get("reused"):
+        names = " and ".join(metrics["reused"])
+        print(f"reused {names} in {out}: same weights, scoring and data (--force predicts again)")
     _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol']} protocol")
     print(f"proposals and metrics in {out}")
 
@@ -494,6 +514,8 @@ def _run_data_stats(args: argparse.Namespace) -> None:
     for side, buckets in stats.sizes_per_side.items():
         sizes = "  ".join(f"{name} {count}" for name, count in buckets.items())
         print(f"  {side:>6}: {stats.boxes_per_side[side]:>7} boxes   {sizes}")
+    for note in stats.notes:
+        print(f"note: {note}")
     if stats.problems:
         print(f"problems ({len(stats.problems)}):")
         for problem in stats.problems[:50]:

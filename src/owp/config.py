@@ -8,7 +8,8 @@ folder and inside every checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ class DataConfig:
     ``train`` / ``val``: a dataset folder (``train.json`` + ``train/``, COCO layouts, ...) or an
     instances JSON; the special value ``synthetic`` is the cached default synthetic set.
     ``split``: built-in name or split file; ``synthetic`` means the dataset folder's
-    ``split.yaml``.
+    ``split.yaml``. A run saves these paths absolute (:func:`resolve_data_paths`), so that it
+    finds its data from any folder; ``as_written`` then keeps the values as they were written.
     """
 
     train: str = "synthetic"
@@ -46,6 +48,7 @@ class DataConfig:
     horizontal_flip: float = 0.5
     num_workers: int = 2
     max_bad_image_fraction: float = 0.01
+    as_written: dict[str, str] | None = None
 
 
 @dataclass
@@ -183,8 +186,40 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     return config_from_dict(data, "--set")
 
 
+DATA_PATH_KEYS: tuple[str, ...] = ("train", "val", "train_images", "val_images", "split")
+"""The ``data`` keys that name files or folders."""
+
+
+def resolve_data_paths(config: RunConfig, base: str | Path | None = None) -> RunConfig:
+    """``config`` with its relative ``data`` paths made absolute against ``base`` (default:
+    the current folder), the original values kept in ``data.as_written``.
+
+    ``synthetic`` and built-in split names are names, not paths, and stay as they are; so do
+    absolute paths. Resolving twice changes nothing.
+    """
+    from owp.data.splits import BUILTIN_SPLITS
+
+    base = Path.cwd() if base is None else Path(base)
+    data = config.data
+    written = dict(data.as_written or {})
+    changed: dict[str, str] = {}
+    for key in DATA_PATH_KEYS:
+        value = getattr(data, key)
+        if value is None or str(value) == "synthetic" or Path(value).is_absolute():
+            continue
+        if key == "split" and str(value) in BUILTIN_SPLITS:
+            continue
+        changed[key] = os.path.normpath(base / value)
+        written.setdefault(key, str(value))
+    if not changed:
+        return config
+    return replace(config, data=replace(data, **changed, as_written=written))
+
+
 def save_config(config: RunConfig, path: str | Path) -> Path:
-    """Write the resolved config as YAML (loadable with :func:`load_config_file`)."""
+    """Write the config as YAML (loadable with :func:`load_config_file`), its data paths made
+    absolute against the current folder (:func:`resolve_data_paths`)."""
+    config = resolve_data_paths(config)
     data = config.to_dict()
     data["model"] = {"name": config.model.name, **config.model.options}
     path = Path(path)

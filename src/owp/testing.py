@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -206,3 +208,30 @@ def _random_boxes(rng: np.random.Generator, widths: np.ndarray, heights: np.ndar
     w = np.exp(rng.uniform(np.log(2.0), np.log(widths / 1.5)))
     h = np.exp(rng.uniform(np.log(2.0), np.log(heights / 1.5)))
     return np.column_stack([rng.uniform(0, widths - w), rng.uniform(0, heights - h), w, h])
+
+
+def write_lvis_dataset(root: str | Path, gt: dict[str, Any], part: str = "val") -> Path:
+    """Lay ``gt`` (from :func:`random_lvis_problem`) out as detectron2 lays out LVIS:
+    ``root/lvis/lvis_v1_<part>.json`` beside ``root/coco/{train2017,val2017}/`` holding every
+    image where its ``coco_url`` says (small flat-colour JPEGs with the annotated boxes drawn).
+    Returns the annotation file."""
+    from PIL import Image, ImageDraw
+
+    root = Path(root)
+    boxes: dict[int, list[list[float]]] = {}
+    for ann in gt["annotations"]:
+        boxes.setdefault(ann["image_id"], []).append(ann["bbox"])
+    for info in gt["images"]:
+        folder, name = info["coco_url"].split("/")[-2:]
+        path = root / "coco" / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shade = 40 + (info["id"] * 37) % 160
+        image = Image.new("RGB", (info["width"], info["height"]), (shade, 90, 200 - shade // 2))
+        draw = ImageDraw.Draw(image)
+        for x, y, w, h in boxes.get(info["id"], []):
+            draw.rectangle([x, y, x + w, y + h], outline=(250, 250, 250))
+        image.save(path, quality=90)
+    ann_file = root / "lvis" / f"lvis_v1_{part}.json"
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    ann_file.write_text(json.dumps(gt))
+    return ann_file

@@ -1,12 +1,17 @@
-"""Naming datasets in configs: a folder, an instances JSON, or ``synthetic`` (the cached set)."""
+"""Naming datasets in configs: a folder, an instances JSON, or ``synthetic`` (the cached set);
+and finding the data a run was trained on (:func:`run_data`)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from owp.config import DataConfig, config_from_dict, load_config_file
 from owp.data.coco import find_annotation_file, find_image_folder, read_coco_json
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset, is_synthetic_dataset
+from owp.errors import OwpInputError
 
 SYNTHETIC = "synthetic"
 
@@ -42,3 +47,22 @@ def locate_split(split: str, dataset: str | Path) -> str | Path:
     folder = default_synthetic_dataset() if str(dataset) == SYNTHETIC else Path(dataset)
     folder = folder if folder.is_dir() else folder.parent
     return folder / "split.yaml"
+
+
+def run_data(run: str | Path, saved: Mapping[str, Any] | None = None) -> DataConfig:
+    """The data a run was trained on: the ``data`` section of its ``config.yaml`` (saved with
+    absolute paths, see :func:`owp.config.resolve_data_paths`), else ``saved`` (a checkpoint's
+    ``config["data"]``), else the defaults.
+
+    ``run`` is a run folder or a checkpoint file (whose folder is the run's).
+    """
+    path = Path(run)
+    config_file = (path if path.is_dir() else path.parent) / "config.yaml"
+    if config_file.is_file():
+        try:
+            return load_config_file(config_file).data
+        except OwpInputError:
+            pass  # a hand-edited or foreign config.yaml: fall back to the checkpoint's
+    if not saved:
+        return DataConfig()
+    return config_from_dict({"data": dict(saved)}, "checkpoint config").data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -12,11 +14,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from owp.data.coco import CocoDetection, read_coco_json
+from owp.data.coco import CocoDetection, is_federated, read_coco_json
 from owp.data.images import read_image_tensor
 from owp.errors import OwpInputError
-from owp.evaluation.detection import evaluate_detections
+from owp.evaluation.detection import DETECTION_MAX_DETS, evaluate_detections
+from owp.evaluation.lvis import LVIS_MAX_DETS
 from owp.evaluation.proposals import DEFAULT_MAX_DETS, evaluate_proposals
+from owp.evaluation.results import read_results
 from owp.files import write_json
 from owp.models.baselines import random_proposals, sliding_window_proposals
 from owp.viz.overlays import save_overlay
@@ -112,6 +116,7 @@ def evaluate_model(
     detection_scoring: str | None = None,
     out_dir: str | Path | None = None,
     progress: bool = False,
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Novel-class AR@k of ``model``'s proposals, and base AP when it classifies.
 
@@ -119,14 +124,29 @@ def evaluate_model(
     model keeps ``max(max_dets)`` per image. A classifying model is also run with
     ``detection_scoring`` (default: the model's ``postprocess_config.detection_scoring()``:
     FCOS-OWP's scoring if class-aware, else ``cls*<scoring>``; ``cls`` for two-stage models)
-    for base AP at 100 detections. With ``out_dir``, ``proposals.json`` (and ``detections.json``)
-    and ``metrics.json`` are written there.
+    for base AP at 100 detections (300 on LVIS-style ground truth, as LVIS's AP keeps). With
+    ``out_dir``, ``proposals.json`` (and ``detections.json``), ``metrics.json`` and
+    ``predictions.json`` (what the predictions were made from: a digest of the weights, the
+    model and postprocess settings, the annotation file and images folder) are written there.
+    With ``reuse``, predictions saved in ``out_dir`` whose ``predictions.json`` entry matches
+    are evaluated again instead of predicted again (``metrics["reused"]`` names them).
     """
     dataset = CocoDetection(images_dir, ann_file, split, training=False)
     coco = read_coco_json(ann_file)
     config = model.postprocess_config
     scoring = proposal_scoring or config.scoring
-    proposals = _predict_with(model, dataset, batch_size, progress, scoring, max(max_dets))
+    saved = _saved_predictions(out_dir) if reuse else {}
+    keys: dict[str, dict[str, Any]] = {}
+    reused: list[str] = []
+
+    def predictions(name: str, chosen: str, top_n: int) -> Results:
+        keys[name] = prediction_key(model, dataset, chosen, top_n, batch_size)
+        if saved.get(name) == keys[name] and (Path(out_dir) / name).is_file():
+            reused.append(name)
+            return read_results(Path(out_dir) / name, [img["id"] for img in coco["images"]])
+        return _predict_with(model, dataset, batch_size, progress, chosen, top_n)
+
+    proposals = predictions("proposals.json", scoring, max(max_dets))
     metrics = evaluate_proposals(
         coco, proposals, dataset.split, protocol=protocol, max_dets=max_dets
     )
@@ -134,16 +154,61 @@ def evaluate_model(
     outputs = {"proposals.json": proposals}
     if model.config.num_classes is not None and dataset.split.base_ids:
         class_scoring = detection_scoring or config.detection_scoring()
-        detections = _predict_with(model, dataset, batch_size, progress, class_scoring, 100)
+        budget = LVIS_MAX_DETS if is_federated(coco) else DETECTION_MAX_DETS[-1]
+        detections = predictions("detections.json", class_scoring, budget)
         ap = evaluate_detections(coco, detections, dataset.split)
         metrics.update({k: v for k, v in ap.items() if k.startswith("AP")})
         metrics["detection_scoring"] = class_scoring
         outputs["detections.json"] = detections
+    if reused:
+        metrics["reused"] = reused
     if out_dir is not None:
         for name, results in outputs.items():
-            write_json(Path(out_dir) / name, results, indent=None)
+            if name not in reused:
+                write_json(Path(out_dir) / name, results, indent=None)
+        write_json(Path(out_dir) / PREDICTIONS_FILE, keys)
         write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
+
+
+PREDICTIONS_FILE = "predictions.json"
+"""What the saved predictions of an evaluation folder were made from (see evaluate_model)."""
+
+
+def prediction_key(
+    model: nn.Module, dataset: CocoDetection, scoring: str, top_n: int, batch_size: int
+) -> dict[str, Any]:
+    """What predictions on ``dataset`` depend on: the weights (a digest), the model and
+    postprocess settings, the annotation file (path, size, modification time), the images
+    folder, the split's base ids (labels of detections) and the batch size (padding)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest.update(raw.numpy().tobytes())
+    stat = dataset.ann_file.stat()
+    postprocess = replace(model.postprocess_config, scoring=scoring, post_nms_top_n=top_n)
+    return {
+        "weights": digest.hexdigest(),
+        "model": repr(getattr(model, "config", None)),
+        "postprocess": repr(postprocess),
+        "annotations": [str(dataset.ann_file.absolute()), stat.st_size, stat.st_mtime_ns],
+        "images": str(dataset.images_dir.absolute()),
+        "base_ids": list(dataset.split.base_ids),
+        "batch_size": batch_size,
+    }
+
+
+def _saved_predictions(out_dir: str | Path | None) -> dict[str, Any]:
+    """The ``predictions.json`` of ``out_dir`` ({} when absent or unreadable)."""
+    path = None if out_dir is None else Path(out_dir) / PREDICTIONS_FILE
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _predict_with(model, dataset, batch_size, progress, scoring: str, top_n: int) -> Results:

@@ -25,7 +25,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,9 @@ from owp.config import (
     load_group,
     load_preset,
 )
-from owp.data.coco import read_coco_json
+from owp.data.coco import image_path, read_coco_json
 from owp.data.images import read_image_tensor
-from owp.data.locate import locate, locate_split
+from owp.data.locate import locate, locate_split, run_data
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.engine.checkpoint import latest_checkpoint, load_checkpoint
 from owp.engine.runs import load
@@ -301,6 +301,11 @@ def run_study(
         seconds = _recorded_seconds(run_dir)
         _say(progress, f"{prefix}: {status} ({_duration(seconds)})")
         rows.append(_row(name, config, run_dir, status, seconds))
+    # Each run is measured on its own data (its config.yaml: absolute paths).
+    configs = {
+        name: replace(config, data=run_data(out / "runs" / name, asdict(config.data)))
+        for name, config in configs.items()
+    }
     val_sets: dict[tuple, _ValSet] = {}
     for row in rows:
         val = _val_set(configs[row["run"]], val_sets)
@@ -318,7 +323,7 @@ def inference_speed(model: torch.nn.Module, val: _ValSet) -> float:
     time (see the module docstring)."""
     device = next(model.parameters()).device
     entries = val.coco["images"][: SPEED_WARMUP + SPEED_IMAGES]
-    images = [read_image_tensor(val.images / entry["file_name"]).to(device) for entry in entries]
+    images = [read_image_tensor(image_path(val.images, entry)).to(device) for entry in entries]
     model.eval()
     with torch.inference_mode():
         for image in images[:SPEED_WARMUP]:
@@ -477,7 +482,7 @@ def _heatmaps(
     most novel objects in the val set of the first chosen run."""
     val = _val_set(configs[chosen[0]], val_sets)
     entry = most_novel_image(val.coco, val.split)
-    image = read_image_tensor(val.images / entry["file_name"])
+    image = read_image_tensor(image_path(val.images, entry))
     run_dirs = {row["run"]: Path(row["run_dir"]) for row in rows}
     maps = [(name, objectness_maps(load(run_dirs[name]), image)) for name in chosen]
     return save_heatmap_grid(path, image, maps)

@@ -47,6 +47,13 @@ def evaluate_detections(
     check_engine(engine)
     gt_name = gt if isinstance(gt, str | Path) else "ground truth"
     dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    federated = is_federated(dataset)
+    if federated and engine == "pycocotools":
+        raise OwpInputError(
+            "the ground truth is LVIS-style (federated), which pycocotools cannot evaluate; "
+            "use --engine owp or faster-coco-eval",
+            path=gt if isinstance(gt, str | Path) else None,
+        )
     split = resolve_split(split, dataset["categories"], gt_name)
     if not split.base_ids:
         raise OwpInputError(f"split {split.name!r} has no base classes to compute AP on")
@@ -66,13 +73,7 @@ def evaluate_detections(
     kept = [r for r in results if r["category_id"] in base]
     num_gt = sum(1 for a in base_gt["annotations"] if not a["iscrowd"])
     info = {"split": split.name, "num_images": len(dataset["images"]), "num_gt": num_gt}
-    if is_federated(dataset):
-        if engine == "pycocotools":
-            raise OwpInputError(
-                "the ground truth is LVIS-style (federated), which pycocotools cannot evaluate; "
-                "use --engine owp or faster-coco-eval",
-                path=gt if isinstance(gt, str | Path) else None,
-            )
+    if federated:
         return {**federated_ap(base_gt, kept, LVIS_MAX_DETS), **info, "federated": True}
     precision = run_cocoeval(base_gt, kept, DETECTION_MAX_DETS, use_cats=True, engine=engine)[
         "precision"
