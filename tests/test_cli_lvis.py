@@ -262,6 +262,7 @@ def lvis_run(lvis_set: LvisSet, tmp_path: Path, monkeypatch) -> Path:
         "categories": gt["categories"],
     }
     (lvis_set.root / "lvis" / "lvis_v1_minival.json").write_text(json.dumps(small))
+    (tmp_path / "datasets-minival.json").write_text(json.dumps(small))
     options = {"min_size": 32, "max_size": 48, "post_nms_top_n": 100}
     config = config_from_dict(
         {
@@ -330,3 +331,17 @@ def test_eval_run_without_its_images_names_the_folder(
         assert code == 0, err
     finally:
         (lvis_set.root / "coco-moved").rename(lvis_set.root / "coco")
+
+
+def test_predict_defaults_to_the_runs_val_images(lvis_run: Path, tmp_path: Path, capsys) -> None:
+    from owp.data.locate import run_class_names
+
+    out = tmp_path / "predictions"
+    code, stdout, err = run_cli(capsys, "predict", lvis_run, "--out", out, "--device", "cpu")
+    assert code == 0, err
+    small = json.loads((lvis_run.parent / "datasets-minival.json").read_text())
+    stems = {img["coco_url"].rsplit("/", 1)[-1].removesuffix(".jpg") for img in small["images"]}
+    assert {p.stem for p in out.glob("*.json")} == stems
+    assert {p.stem for p in out.glob("*.png")} == stems
+    # A classifying model's labels would be named from the run's data, in label order:
+    assert run_class_names(lvis_run) == [f"class_{i}" for i in BASE] + ["unused"]

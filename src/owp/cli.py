@@ -182,10 +182,13 @@ def _add_model_commands(commands) -> None:
     predict = commands.add_parser(
         "predict",
         help="proposals for images: JSON per image and overlay PNGs of the top-k boxes",
-        description="Run a trained model on image files or folders.",
+        description="Run a trained model on image files or folders (default: the run's own val "
+        "images). A classifying model's labels are named from the run's data.",
     )
     predict.add_argument("run", help="run folder or checkpoint file")
-    predict.add_argument("inputs", nargs="+", help="image files or folders")
+    predict.add_argument(
+        "inputs", nargs="*", help="image files or folders (default: the run's val images)"
+    )
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--top-k", type=int, default=20, help="boxes drawn per overlay")
     predict.add_argument("--scoring", help="override the scoring mode")
@@ -400,17 +403,31 @@ def _run_study(args: argparse.Namespace) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
+    from owp.data.locate import run_class_names, run_images
     from owp.engine.dist import resolve_device
     from owp.engine.inference import image_paths, predict_images
-    from owp.engine.runs import load
+    from owp.engine.runs import load_with_config
     from owp.errors import OwpInputError
 
     if args.top_k < 1:
         raise OwpInputError(f"--top-k must be a positive integer, got {args.top_k}")
-    paths = image_paths(args.inputs)
+    paths = image_paths(args.inputs) if args.inputs else None
     overrides = {"scoring": args.scoring} if args.scoring else {}
-    model = load(args.run, **overrides).to(resolve_device(args.device))
-    written = predict_images(model, paths, args.out, top_k=args.top_k, progress=True)
+    model, saved = load_with_config(args.run, **overrides)
+    model.to(resolve_device(args.device))
+    if paths is None:  # the run's own val images
+        paths = run_images(args.run, saved.get("data"))
+    names = None
+    if getattr(model.config, "num_classes", None) is not None:
+        try:
+            names = run_class_names(args.run, saved.get("data"))
+        except OwpInputError as err:  # labels stay numbers; the proposals do not need names
+            log.warning(
+                "labels are written as numbers: the run's class names are unknown (%s)", err
+            )
+    written = predict_images(
+        model, paths, args.out, top_k=args.top_k, class_names=names, progress=True
+    )
     print(f"wrote proposals (JSON) and overlays (PNG) for {len(written)} images to {args.out}")
 
 

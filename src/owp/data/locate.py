@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from owp.config import DataConfig, config_from_dict, load_config_file
-from owp.data.coco import find_annotation_file, find_image_folder, read_coco_json
+from owp.data.coco import (
+    check_image_files,
+    find_annotation_file,
+    find_image_folder,
+    image_path,
+    read_coco_json,
+)
+from owp.data.splits import resolve_split
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset, is_synthetic_dataset
 from owp.errors import OwpInputError
 
@@ -66,3 +73,24 @@ def run_data(run: str | Path, saved: Mapping[str, Any] | None = None) -> DataCon
     if not saved:
         return DataConfig()
     return config_from_dict({"data": dict(saved)}, "checkpoint config").data
+
+
+def run_images(run: str | Path, saved: Mapping[str, Any] | None = None) -> list[Path]:
+    """The files of a run's val images (``data.val`` / ``data.val_images``, see
+    :func:`run_data`), in the order of its annotation file."""
+    own = run_data(run, saved)
+    ann_file, images = locate(own.val, "val", own.val_images)
+    coco = read_coco_json(ann_file)
+    check_image_files(coco, ann_file)
+    return [image_path(images, info) for info in coco["images"]]
+
+
+def run_class_names(run: str | Path, saved: Mapping[str, Any] | None = None) -> list[str]:
+    """The names of a run's trained (base) classes, in label order: its split resolved against
+    the categories of its val annotation file."""
+    own = run_data(run, saved)
+    folder = default_synthetic_dataset() if str(own.val) == SYNTHETIC else Path(own.val)
+    ann_file = find_annotation_file(folder, "val")
+    coco = read_coco_json(ann_file)
+    split = resolve_split(locate_split(own.split, own.val), coco["categories"], ann_file)
+    return list(split.base_names)
