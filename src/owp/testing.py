@@ -94,6 +94,7 @@ def random_lvis_problem(
     train_fraction: float = 0.7,
     image_sizes: tuple[int, int] = (200, 640),
     category_ids: list[int] | None = None,
+    category_weights: np.ndarray | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A random ground truth in LVIS v1's format and scored, labelled detections over it.
@@ -106,8 +107,9 @@ def random_lvis_problem(
     Ground-truth counts per image are Poisson(``mean_gt``). Every image gets exactly
     ``proposals_per_image`` detections, a ``near_fraction`` of them jittered copies of its
     ground truth (carrying the object's category for a ``correct_label_fraction`` of those), the
-    rest random boxes with random categories; scores have two decimals, so ties occur. Built
-    with array operations, so LVIS val's size (20k images, 6M detections) takes seconds.
+    rest random boxes with random categories; scores have two decimals, so ties occur. Object
+    categories are uniform, or drawn with ``category_weights`` (one per category). Built with
+    array operations, so LVIS val's size (20k images, 6M detections) takes under a minute.
 
     Returns:
         ``(gt, detections)``: an LVIS instances dict and a COCO results list.
@@ -120,7 +122,11 @@ def random_lvis_problem(
     counts = rng.poisson(mean_gt, size=num_images)
     owner = np.repeat(np.arange(num_images), counts)
     boxes = _random_boxes(rng, widths[owner], heights[owner])
-    labels = ids[rng.integers(0, len(ids), size=len(owner))]
+    if category_weights is None:
+        labels = ids[rng.integers(0, len(ids), size=len(owner))]
+    else:
+        weights = np.asarray(category_weights, dtype=np.float64)
+        labels = ids[rng.choice(len(ids), size=len(owner), p=weights / weights.sum())]
     area = boxes[:, 2] * boxes[:, 3] * rng.uniform(0.5, 1.0, size=len(owner))
 
     total = num_images * proposals_per_image
