@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_run_demo)
 
     _add_model_commands(commands)
+    _add_export_command(commands)
     _add_study_command(commands)
     _add_data_commands(commands)
 
@@ -177,6 +178,7 @@ def _add_model_commands(commands) -> None:
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--out", type=Path, help="output folder (default <run>/eval)")
+    _add_weights_argument(evaluate)
     evaluate.set_defaults(handler=_run_eval)
 
     predict = commands.add_parser(
@@ -190,15 +192,133 @@ def _add_model_commands(commands) -> None:
         "inputs", nargs="*", help="image files or folders (default: the run's val images)"
     )
     predict.add_argument("--out", type=Path, required=True, help="output folder")
-    predict.add_argument("--top-k", type=int, default=20, help="boxes drawn per overlay")
+    predict.add_argument(
+        "--format",
+        choices=("json", "coco"),
+        default="json",
+        help="json: <name>.json per image; coco: one predictions.json (COCO layout: images with "
+        "their file names and sizes, one annotation per box)",
+    )
+    predict.add_argument(
+        "--top-k", type=int, help="boxes kept per image (default: all the model returns)"
+    )
+    predict.add_argument("--score-thresh", type=float, help="drop boxes scoring at or below this")
+    predict.add_argument(
+        "--draw", type=int, default=20, help="boxes drawn per overlay (default 20)"
+    )
+    predict.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images per model call, grouped by aspect ratio (default 1)",
+    )
     predict.add_argument("--scoring", help="override the scoring mode")
     predict.add_argument("--device", default="auto")
+    _add_weights_argument(predict)
     predict.set_defaults(handler=_run_predict)
 
     presets = commands.add_parser("presets", help="list the shipped training presets")
     presets.set_defaults(handler=_run_presets)
     models = commands.add_parser("models", help="list the model names for create_model")
     models.set_defaults(handler=_run_models)
+
+
+def _add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="weights file of a torchvision: source (default: the torch hub cache)",
+    )
+
+
+def _add_export_command(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="export a model's whole proposal pipeline to ONNX (onnxruntime parity)",
+        description="Write one ONNX graph doing everything the model does at inference: "
+        "normalisation, resize, backbone, head, decoding, per-level top-k, clipping, NMS, "
+        "final top-k. Input: 'image' float32 [3, H, W] in 0..1 (any H, W); outputs: boxes "
+        "[K, 4] (input pixels), scores, objectness (+ labels, class_scores when the model "
+        "classifies). FCOS-OWP (any scoring), RPN proposers and torchvision: sources export.",
+    )
+    export.add_argument("run", help="run folder, checkpoint file or torchvision: source")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    export.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    export.add_argument(
+        "--scoring",
+        action="append",
+        help="scoring exported (default: the model's); repeat to add outputs <name>:<scoring>",
+    )
+    export.add_argument("--min-size", type=int, help="resize: shorter side (default: model's)")
+    export.add_argument("--max-size", type=int, help="resize: longest side (default: model's)")
+    export.add_argument("--top-k", type=int, help="boxes kept per image (default: model's)")
+    export.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _add_weights_argument(export)
+    export.set_defaults(handler=_run_export)
+
+
+def _load_model(args: argparse.Namespace, **overrides):
+    """The model and config of ``args.run`` (a run, checkpoint or model source), with
+    ``--weights`` for torchvision: sources."""
+    from owp.engine.runs import load_with_config
+    from owp.errors import OwpInputError
+    from owp.sources import TORCHVISION_PREFIX
+
+    weights = getattr(args, "weights", None)
+    if weights is not None:
+        if not str(args.run).startswith(TORCHVISION_PREFIX):
+            raise OwpInputError(
+                "--weights is for torchvision: sources; a run or checkpoint holds its own weights"
+            )
+        overrides["weights"] = weights
+    return load_with_config(args.run, **overrides)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from owp.errors import OwpInputError
+    from owp.export import export_onnx
+
+    if args.out.suffix.lower() != ".onnx":
+        raise OwpInputError("the output of --format onnx must end in .onnx", path=args.out)
+    if args.out.exists() and not args.force:
+        raise OwpInputError("already exists; pass --force to overwrite", path=args.out)
+    _check_output_file(args.out)
+    model, saved = _load_model(args)
+    if type(model).__name__ == "OnnxProposer":
+        raise OwpInputError("is already an ONNX file", path=args.run)
+    metadata = {"model": saved["model"]["name"]}
+    names = getattr(model, "class_names", None)
+    if names is None and getattr(model.config, "num_classes", None) is not None:
+        names = _run_class_names(args.run, saved)
+    if names:
+        metadata["class_names"] = json.dumps(list(names))
+    if getattr(model, "category_ids", None) is not None:
+        metadata["category_ids"] = json.dumps(list(model.category_ids))
+    out = export_onnx(
+        model,
+        args.out,
+        opset=args.opset,
+        scorings=args.scoring,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        top_k=args.top_k,
+        metadata=metadata,
+    )
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out} ({size:.1f} MiB); run it with: owp predict {out} IMAGES --out DIR")
+
+
+def _run_class_names(run, saved) -> list[str] | None:
+    """A classifying run's class names, or ``None`` (with a warning) when they are unknown."""
+    from owp.data.locate import run_class_names
+    from owp.errors import OwpInputError
+
+    try:
+        return run_class_names(run, saved.get("data"))
+    except OwpInputError as err:  # labels stay numbers; the proposals do not need names
+        log.warning("labels are written as numbers: the run's class names are unknown (%s)", err)
+        return None
 
 
 def _add_study_command(commands) -> None:
@@ -341,12 +461,19 @@ def _run_eval(args: argparse.Namespace) -> None:
     from owp.data.locate import locate, locate_split, run_data
     from owp.engine.dist import resolve_device
     from owp.engine.inference import evaluate_model
-    from owp.engine.runs import load_with_config
     from owp.evaluation.proposals import check_max_dets
 
     max_dets = check_max_dets(args.max_dets)
     overrides = {"scoring": args.scoring} if args.scoring else {}
-    model, saved = load_with_config(args.run, **overrides)
+    if str(args.run).lower().endswith(".onnx"):
+        from owp.errors import OwpInputError
+
+        raise OwpInputError(
+            "owp eval runs PyTorch models: evaluate the run or source this file was exported "
+            "from (owp predict FILE IMAGES runs the ONNX file)",
+            path=args.run,
+        )
+    model, saved = _load_model(args, **overrides)
     model.to(resolve_device(args.device))
     own = run_data(args.run, saved.get("data"))  # config.yaml: absolute paths
     if args.data is not None:
@@ -403,32 +530,59 @@ def _run_study(args: argparse.Namespace) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
-    from owp.data.locate import run_class_names, run_images
+    from owp.data.locate import run_images
     from owp.engine.dist import resolve_device
-    from owp.engine.inference import image_paths, predict_images
-    from owp.engine.runs import load_with_config
+    from owp.engine.inference import image_paths
+    from owp.engine.predict import predict_images
     from owp.errors import OwpInputError
+    from owp.sources import ONNX_SUFFIX, is_source
 
-    if args.top_k < 1:
-        raise OwpInputError(f"--top-k must be a positive integer, got {args.top_k}")
+    for flag, value in (
+        ("--top-k", args.top_k),
+        ("--draw", args.draw),
+        ("--batch-size", args.batch_size),
+    ):
+        if value is not None and value < 1:
+            raise OwpInputError(f"{flag} must be a positive integer, got {value}")
     paths = image_paths(args.inputs) if args.inputs else None
+    source = is_source(args.run)
+    if paths is None and source:
+        raise OwpInputError(
+            "name the image files or folders to predict (a model source has no val images)",
+            path=args.run,
+        )
     overrides = {"scoring": args.scoring} if args.scoring else {}
-    model, saved = load_with_config(args.run, **overrides)
+    if not str(args.run).lower().endswith(ONNX_SUFFIX):  # an ONNX graph has them built in
+        if args.top_k is not None:
+            overrides["post_nms_top_n"] = args.top_k
+        if args.score_thresh is not None:
+            overrides["score_thresh"] = args.score_thresh
+    model, saved = _load_model(args, **overrides)
     model.to(resolve_device(args.device))
     if paths is None:  # the run's own val images
         paths = run_images(args.run, saved.get("data"))
-    names = None
-    if getattr(model.config, "num_classes", None) is not None:
-        try:
-            names = run_class_names(args.run, saved.get("data"))
-        except OwpInputError as err:  # labels stay numbers; the proposals do not need names
-            log.warning(
-                "labels are written as numbers: the run's class names are unknown (%s)", err
-            )
-    written = predict_images(
-        model, paths, args.out, top_k=args.top_k, class_names=names, progress=True
+    names = getattr(model, "class_names", None)
+    classifies = getattr(getattr(model, "config", None), "num_classes", None) is not None
+    if names is None and classifies and not source:
+        names = _run_class_names(args.run, saved)
+    report = predict_images(
+        model,
+        paths,
+        args.out,
+        top_k=args.top_k,
+        draw=args.draw,
+        score_thresh=args.score_thresh,
+        batch_size=args.batch_size,
+        output_format=args.format,
+        class_names=names,
+        category_ids=getattr(model, "category_ids", None),
+        progress=True,
     )
-    print(f"wrote proposals (JSON) and overlays (PNG) for {len(written)} images to {args.out}")
+    what = "predictions.json" if args.format == "coco" else "proposals (JSON)"
+    print(
+        f"wrote {what} and overlays (PNG) for {report.images} images ({report.boxes} boxes, "
+        f"{report.images_per_second:.1f} img/s) to {args.out}"
+    )
 
 
 def _run_presets(args: argparse.Namespace) -> None:

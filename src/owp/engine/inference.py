@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from owp.data.coco import CocoDetection, is_federated, read_coco_json
-from owp.data.images import read_image_tensor
 from owp.errors import OwpInputError
 from owp.evaluation.detection import DETECTION_MAX_DETS, evaluate_detections
 from owp.evaluation.lvis import LVIS_MAX_DETS
@@ -23,7 +22,6 @@ from owp.evaluation.proposals import DEFAULT_MAX_DETS, evaluate_proposals
 from owp.evaluation.results import read_results
 from owp.files import write_json
 from owp.models.baselines import random_proposals, sliding_window_proposals
-from owp.viz.overlays import save_overlay
 
 Results = list[dict[str, Any]]
 SizeProposer = Callable[[int, int], dict[str, torch.Tensor]]
@@ -249,40 +247,17 @@ def predict_images(
     class_names: Sequence[str] | None = None,
     progress: bool = False,
 ) -> list[Path]:
-    """Proposals for image files: ``<stem>.json`` (all kept boxes) and ``<stem>.png`` (top-k).
+    """Proposals for image files: ``<name>.json`` (all kept boxes) and ``<name>.png`` (the
+    ``top_k`` best drawn); :func:`owp.engine.predict.predict_images` has every option.
 
     Each JSON is a list of ``{"bbox": [x, y, w, h], "score", "objectness"}`` (plus ``"label"``
     and ``"class_score"`` when the model classifies), best first. Returns the PNG paths.
     """
-    out_dir = Path(out_dir)
-    device = next(model.parameters()).device
-    model.eval()
-    written = []
-    with torch.inference_mode():
-        for path in tqdm(paths, desc="predicting", unit="img", disable=not progress):
-            image = read_image_tensor(path)
-            output = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
-            boxes = output["boxes"]
-            xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
-            records = []
-            for index in range(len(boxes)):
-                record = {
-                    "bbox": [round(v, 2) for v in xywh[index].tolist()],
-                    "score": round(float(output["scores"][index]), 5),
-                    "objectness": round(float(output["objectness"][index]), 5),
-                }
-                if "labels" in output:
-                    label = int(output["labels"][index])
-                    record["label"] = class_names[label] if class_names else label
-                    record["class_score"] = round(float(output["class_scores"][index]), 5)
-                records.append(record)
-            write_json(out_dir / f"{path.stem}.json", records)
-            written.append(
-                save_overlay(
-                    out_dir / f"{path.stem}.png", image, boxes, output["scores"], top_k=top_k
-                )
-            )
-    return written
+    from owp.engine.predict import predict_images as predict
+
+    return predict(
+        model, paths, out_dir, draw=top_k, class_names=class_names, progress=progress
+    ).overlays
 
 
 def _as_lists(items: list) -> tuple:

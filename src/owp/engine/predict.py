@@ -1,0 +1,284 @@
+"""``owp predict``: proposals for image files, as per-image JSON or one COCO file, with overlays.
+
+:func:`predict_images` runs any model under the owp contract — a trained run, a torchvision
+source (:mod:`owp.sources`) or an exported ONNX file (:class:`owp.export.OnnxProposer`) — over
+image files, in batches of similar aspect ratio (the batch is padded to its largest image), and
+writes for every image ``<name>.png`` (an overlay of the best boxes, coloured by score, with a
+legend) and either ``<name>.json`` (``--format json``) or, for the whole input, one
+``predictions.json`` in the COCO layout (``--format coco``).
+
+Output names are the image stems; images whose stems collide (``a/x.jpg`` and ``b/x.png``) get
+distinct names (``x.jpg``, ``x.png``; then ``a-x.jpg``, ...). Nothing is ever written over an
+input file: an output folder that holds input images is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from owp.data.images import read_image_tensor
+from owp.errors import OwpInputError
+from owp.files import write_json
+from owp.viz.overlays import save_overlay
+
+FORMATS: tuple[str, ...] = ("json", "coco")
+COCO_FILE = "predictions.json"
+
+
+@dataclass
+class PredictionReport:
+    """What :func:`predict_images` wrote: ``overlays`` (PNG paths), ``files`` (JSON paths),
+    ``images`` (count), ``boxes`` (written in all), ``seconds`` (model time and I/O)."""
+
+    overlays: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    images: int = 0
+    boxes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A distinct output name per input: the stem, else the file name, else ``parent-name``,
+    else a numbered name — whichever first tells colliding inputs apart."""
+    names: list[str] = []
+    taken: set[str] = set()
+    stems: dict[str, int] = {}
+    for path in paths:
+        stems[path.stem.lower()] = stems.get(path.stem.lower(), 0) + 1
+    for path in paths:
+        candidates = [path.name, f"{path.parent.name}-{path.name}"]
+        if stems[path.stem.lower()] == 1:
+            candidates.insert(0, path.stem)
+        name = next((c for c in candidates if c.lower() not in taken), None)
+        counter = 1
+        while name is None or name.lower() in taken:
+            name = f"{path.stem}-{counter}"
+            counter += 1
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def check_output_folder(out_dir: Path, paths: Sequence[Path]) -> None:
+    """Refuse an output folder that holds input images (outputs could overwrite them, and a
+    later run over the folder would take the overlays for inputs)."""
+    folder = out_dir.resolve()
+    for path in paths:
+        if path.resolve().parent == folder:
+            raise OwpInputError(
+                f"--out holds input images (e.g. {path.name}); write the predictions to "
+                "another folder so that no input is overwritten",
+                path=out_dir,
+            )
+
+
+def aspect_batches(paths: Sequence[Path], batch_size: int) -> list[list[int]]:
+    """Indices of ``paths`` in batches of at most ``batch_size`` images of similar aspect
+    ratio (sorted by width / height, read from the file headers)."""
+    if batch_size <= 1:
+        return [[index] for index in range(len(paths))]
+    aspects = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+            aspects.append(width / max(height, 1))
+        except Exception:  # unreadable: decoding reports it when its batch comes
+            aspects.append(1.0)
+    order = sorted(range(len(paths)), key=lambda index: (aspects[index], index))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _device(model: Any) -> torch.device:
+    parameters = getattr(model, "parameters", None)
+    if parameters is None:
+        return torch.device("cpu")
+    first = next(parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def _records(output: dict[str, torch.Tensor], class_names: Sequence[str] | None) -> list[dict]:
+    boxes = output["boxes"].double()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    scores, objectness = output["scores"].tolist(), output["objectness"].tolist()
+    records = []
+    for index, box in enumerate(xywh):
+        record = {
+            "bbox": [round(v, 2) for v in box],
+            "score": round(scores[index], 5),
+            "objectness": round(objectness[index], 5),
+        }
+        if "labels" in output:
+            label = int(output["labels"][index])
+            named = class_names is not None and 0 <= label < len(class_names)
+            record["label"] = class_names[label] if named else label
+            record["class_score"] = round(float(output["class_scores"][index]), 5)
+        records.append(record)
+    return records
+
+
+def predict_images(
+    model: Any,
+    paths: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    top_k: int | None = None,
+    draw: int = 20,
+    score_thresh: float | None = None,
+    batch_size: int = 1,
+    output_format: str = "json",
+    class_names: Sequence[str] | None = None,
+    category_ids: Sequence[int] | None = None,
+    progress: bool = False,
+) -> PredictionReport:
+    """Run ``model`` over image files and write JSON and overlays into ``out_dir``.
+
+    Args:
+        model: a model under the owp contract (called with a list of ``[3, H, W]`` images).
+        paths: image files.
+        out_dir: output folder (created); it must not hold any of the inputs.
+        top_k: boxes kept per image (best first; ``None``: all the model returns).
+        draw: boxes drawn on each overlay.
+        score_thresh: drop boxes scoring at or below this.
+        batch_size: images per model call, grouped by aspect ratio (ONNX files run one by one).
+        output_format: ``json`` (``<name>.json`` per image: a list of ``{"bbox": [x, y, w, h],
+            "score", "objectness"}`` plus ``"label"``, ``"class_score"`` when the model
+            classifies) or ``coco`` (one ``predictions.json``: ``images`` with the input file
+            names, paths and sizes, ``annotations`` — one per box, a valid COCO results list —
+            and ``categories``).
+        class_names: names of the model's labels (0-based), written instead of numbers.
+        category_ids: the COCO ``category_id`` of each label (default: label + 1).
+        progress: show a progress bar (images/s).
+
+    Returns:
+        A :class:`PredictionReport`.
+    """
+    if output_format not in FORMATS:
+        raise OwpInputError(f"unknown --format {output_format!r}; use one of {', '.join(FORMATS)}")
+    if batch_size < 1:
+        raise OwpInputError(f"--batch-size must be a positive integer, got {batch_size}")
+    if top_k is not None and top_k < 1:
+        raise OwpInputError(f"--top-k must be a positive integer, got {top_k}")
+    out_dir = Path(out_dir)
+    paths = [Path(p) for p in paths]
+    check_output_folder(out_dir, paths)
+    names = output_names(paths)
+    device = _device(model)
+    model.eval()
+    report = PredictionReport()
+    by_index: dict[int, tuple] = {}
+    begin = time.perf_counter()
+    bar = tqdm(total=len(paths), desc="predicting", unit="img", disable=not progress)
+    with torch.inference_mode():
+        for batch in aspect_batches(paths, batch_size):
+            images = [read_image_tensor(paths[index]) for index in batch]
+            outputs = model([image.to(device) for image in images])
+            for index, image, output in zip(batch, images, outputs, strict=True):
+                output = {k: v.detach().cpu() for k, v in output.items()}
+                if score_thresh is not None:
+                    keep = output["scores"] > score_thresh
+                    output = {k: v[keep] for k, v in output.items()}
+                if top_k is not None:
+                    output = {k: v[:top_k] for k, v in output.items()}
+                records = _records(output, class_names)
+                report.boxes += len(records)
+                name = names[index]
+                if output_format == "json":
+                    report.files.append(write_json(out_dir / f"{name}.json", records))
+                else:
+                    labels = output["labels"].tolist() if "labels" in output else None
+                    by_index[index] = (records, labels, tuple(image.shape[-2:]))
+                report.overlays.append(
+                    save_overlay(
+                        out_dir / f"{name}.png",
+                        image,
+                        output["boxes"],
+                        output["scores"],
+                        top_k=draw,
+                    )
+                )
+            bar.update(len(batch))
+    bar.close()
+    if output_format == "coco":
+        report.files.append(
+            write_json(
+                out_dir / COCO_FILE,
+                _coco_document(paths, names, by_index, class_names, category_ids, top_k),
+                indent=None,
+            )
+        )
+    report.images = len(paths)
+    report.seconds = time.perf_counter() - begin
+    return report
+
+
+def _coco_document(paths, names, by_index, class_names, category_ids, top_k) -> dict[str, Any]:
+    """The COCO layout of the predictions: ``images`` (input order, ids from 1), one
+    annotation per box (``category_id``: ``category_ids[label]``, by default label + 1; 1 =
+    "object" for class-agnostic proposals)."""
+    ids = list(category_ids) if category_ids is not None else None
+    images, annotations = [], []
+    classifies = any(labels is not None for _, labels, _ in by_index.values())
+    seen: set[int] = set()
+    for index, path in enumerate(paths):
+        records, labels, (height, width) = by_index[index]
+        images.append(
+            {
+                "id": index + 1,
+                "file_name": path.name,
+                "path": str(path),
+                "output": names[index],
+                "height": int(height),
+                "width": int(width),
+            }
+        )
+        for position, record in enumerate(records):
+            w, h = record["bbox"][2:]
+            entry = {
+                "id": len(annotations) + 1,
+                "image_id": index + 1,
+                "category_id": 1 if labels is None else _category(labels[position], ids),
+                "bbox": record["bbox"],
+                "area": round(w * h, 2),
+                "iscrowd": 0,
+                "score": record["score"],
+                "objectness": record["objectness"],
+            }
+            if "class_score" in record:
+                entry["class_score"] = record["class_score"]
+            seen.add(entry["category_id"])
+            annotations.append(entry)
+    if not classifies:
+        categories = [{"id": 1, "name": "object"}]
+    elif class_names:
+        categories = [
+            {"id": _category(i, ids), "name": str(n)}
+            for i, n in enumerate(class_names)
+            if _category(i, ids) is not None
+        ]
+    else:
+        categories = [{"id": c, "name": str(c)} for c in sorted(seen)]
+    return {
+        "info": {"description": "owp predict", "boxes_per_image": top_k},
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+
+
+def _category(label: int, ids: list[int] | None) -> int | None:
+    if ids is None:
+        return label + 1
+    return ids[label] if 0 <= label < len(ids) else None
