@@ -27,10 +27,12 @@ def checkpoint_of(run_or_checkpoint: str | Path) -> Path:
 
 
 def load(run_or_checkpoint: str | Path, **overrides: Any) -> nn.Module:
-    """A trained model in eval mode, from a run folder or a checkpoint file.
+    """A trained model in eval mode, from a run folder or a checkpoint file, or a model source
+    (:mod:`owp.sources`): ``"torchvision:fcos_resnet50_fpn"`` (and the Faster R-CNNs), or an
+    exported ``.onnx`` file.
 
     ``overrides`` change inference options (``scoring``, ``post_nms_top_n``, ...) of the saved
-    model configuration.
+    model configuration; ``weights=FILE`` gives a torchvision source's weights file.
     """
     model, _ = load_with_config(run_or_checkpoint, **overrides)
     return model
@@ -38,6 +40,10 @@ def load(run_or_checkpoint: str | Path, **overrides: Any) -> nn.Module:
 
 def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[nn.Module, dict]:
     """:func:`load`, also returning the checkpoint's full run configuration dict."""
+    from owp.sources import is_source, load_source
+
+    if is_source(run_or_checkpoint):
+        return load_source(run_or_checkpoint, **overrides)
     path = checkpoint_of(run_or_checkpoint)
     state = load_checkpoint(path)
     try:
