@@ -277,16 +277,25 @@ def _load_model(args: argparse.Namespace, **overrides):
 
 def _run_export(args: argparse.Namespace) -> None:
     from owp.errors import OwpInputError
-    from owp.export import export_onnx
+    from owp.export import export_onnx, pipeline_for
 
     if args.out.suffix.lower() != ".onnx":
         raise OwpInputError("the output of --format onnx must end in .onnx", path=args.out)
+    if args.opset is not None and not 18 <= args.opset <= 23:
+        raise OwpInputError(f"--opset must be between 18 and 23 (the exporter's), got {args.opset}")
     if args.out.exists() and not args.force:
         raise OwpInputError("already exists; pass --force to overwrite", path=args.out)
     _check_output_file(args.out)
     model, saved = _load_model(args)
     if type(model).__name__ == "OnnxProposer":
         raise OwpInputError("is already an ONNX file", path=args.run)
+    pipeline_for(
+        model,
+        scorings=args.scoring,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        top_k=args.top_k,
+    )  # refuses models and options that do not export, before any other work
     metadata = {"model": saved["model"]["name"]}
     names = getattr(model, "class_names", None)
     if names is None and getattr(model.config, "num_classes", None) is not None:

@@ -83,6 +83,8 @@ FCOS_OPTIONS: dict[str, Any] = {
     "max_size": 1333,
 }
 FCOS_DETECTION_THRESH = 0.2
+FASTER_RCNN_OPTIONS: dict[str, Any] = {"min_size": 800, "max_size": 1333}
+"""torchvision's Faster R-CNN resize (its ``GeneralizedRCNNTransform`` defaults)."""
 
 
 def is_source(value: Any) -> bool:
@@ -263,7 +265,9 @@ def _faster_rcnn(name: str, weights: str | Path | None, options: dict[str, Any])
     if options.get("num_classes") is not None:
         raise OwpInputError(f"{TORCHVISION_PREFIX}{name} gives class-agnostic proposals")
     try:
-        config = FasterRCNNSourceConfig(source=TORCHVISION_PREFIX + name, **options)
+        config = FasterRCNNSourceConfig(
+            source=TORCHVISION_PREFIX + name, **{**FASTER_RCNN_OPTIONS, **options}
+        )
         config.postprocess_config()
     except (TypeError, ValueError) as error:
         raise OwpInputError(f"{TORCHVISION_PREFIX}{name}: {error}") from None
@@ -271,7 +275,7 @@ def _faster_rcnn(name: str, weights: str | Path | None, options: dict[str, Any])
     builder: Callable[..., nn.Module] = getattr(detection, spec.builder)
     detector = builder(weights=None, weights_backbone=None, num_classes=91)
     _load_strict(detector, read_state_dict(file), file, f"{spec.builder} (91 COCO classes)")
-    return FasterRCNNProposals(detector, config)
+    return FasterRCNNProposals(detector, config).eval()
 
 
 # --------------------------------------------------------------------------- FCOS

@@ -1,0 +1,229 @@
+"""torchvision detectors as owp model sources, offline: random-weight torchvision models are saved
+where the loader looks (a temporary TORCH_HOME), then loaded through owp and compared with
+calling torchvision directly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import owp
+from owp.cli import main
+from owp.errors import OwpInputError
+from owp.sources import init_state, load_source, weights_enum, weights_file
+
+SMALL = {"min_size": 320, "max_size": 512}  # torchvision's own resize, at a CPU-friendly size
+
+
+def hub_file(name: str) -> Path:
+    url = weights_enum(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+
+
+def random_fcos(**kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fcos_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=91, **kwargs
+    )
+    with torch.no_grad():  # off its init: many scores above 0.2, boxes with extent
+        model.head.classification_head.cls_logits.bias.zero_()
+        for parameter in model.head.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+        model.head.regression_head.bbox_reg.bias.fill_(1.0)
+    return model.eval()
+
+
+def random_faster_rcnn(builder: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models.detection, builder)(
+        weights=None, weights_backbone=None, num_classes=91, **kwargs
+    )
+    with torch.no_grad():
+        for parameter in model.rpn.head.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory):
+    """A torch hub cache holding random torchvision FCOS and Faster R-CNN (v1) weights."""
+    home = tmp_path_factory.mktemp("torch-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(home))
+        for name, model in (
+            ("fcos_resnet50_fpn", random_fcos()),
+            ("fasterrcnn_resnet50_fpn", random_faster_rcnn("fasterrcnn_resnet50_fpn")),
+        ):
+            file = hub_file(name)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), file)
+        yield home
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(2)
+    for name, (h, w) in {"street": (120, 160), "desk": (100, 90)}.items():
+        pixels = (torch.rand(h, w, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{name}.jpg")
+    return folder
+
+
+def image_tensor(h: int, w: int, seed: int) -> torch.Tensor:
+    return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fcos_source_gives_torchvision_detections(torch_home):
+    model = owp.load("torchvision:fcos_resnet50_fpn", scoring="cls*centerness", **SMALL)
+    reference = random_fcos(**SMALL)
+    batch = [image_tensor(240, 320, 1)]
+    with torch.no_grad():
+        expected, ours = reference(batch), model(batch)
+    for theirs, mine in zip(expected, ours, strict=True):
+        assert len(theirs["boxes"]) > 10
+        torch.testing.assert_close(mine["boxes"], theirs["boxes"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(mine["scores"], theirs["scores"], atol=1e-4, rtol=0)
+        assert torch.equal(mine["labels"], theirs["labels"])  # torchvision's label = COCO id
+
+
+def test_fcos_source_proposals_are_ranked_by_centerness(torch_home):
+    model = owp.load("torchvision:fcos_resnet50_fpn", **SMALL)
+    assert model.postprocess_config.scoring == "centerness"
+    image = image_tensor(240, 320, 3)
+    with torch.no_grad():
+        (output,) = model([image])
+        features = list(model.backbone(model.transform([image])[0].tensors).values())
+        centerness = torch.sigmoid(model.head(features)["bbox_ctrness"][0, :, 0])
+    assert len(output["boxes"]) == 100
+    assert torch.equal(output["scores"], output["objectness"])
+    assert (output["scores"][:-1] >= output["scores"][1:]).all()
+    # every score is the centerness of some location (class scores play no part)
+    gap = (output["scores"][:, None] - centerness[None, :]).abs().amin(dim=1)
+    assert float(gap.max()) < 1e-6
+
+
+@pytest.mark.parametrize("builder", ["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"])
+def test_faster_rcnn_sources_give_its_rpn_objectness(torch_home, builder, tmp_path):
+    reference = random_faster_rcnn(builder, **SMALL)
+    weights = None
+    if builder.endswith("_v2"):  # from a local file instead of the hub cache
+        weights = tmp_path / "v2.pth"
+        torch.save(reference.state_dict(), weights)
+    model = owp.load(f"torchvision:{builder}", weights=weights, **SMALL)
+    image = image_tensor(200, 260, 4)
+    with torch.no_grad():
+        (output,) = model([image])
+    (expected,) = owp.rpn_proposals(reference, [image], nms_thresh=0.7, top_n=100)
+    assert len(output["boxes"]) == len(expected["boxes"]) == 100
+    torch.testing.assert_close(output["boxes"], expected["boxes"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(output["scores"], expected["scores"], atol=1e-6, rtol=0)
+    assert torch.equal(output["objectness"], output["scores"])
+
+
+def test_predict_and_eval_through_the_cli(torch_home, images, tmp_path, monkeypatch):
+    import owp.sources
+
+    for options in (owp.sources.FCOS_OPTIONS, owp.sources.FASTER_RCNN_OPTIONS):
+        for key, value in SMALL.items():  # the commands, at a CPU-friendly size
+            monkeypatch.setitem(options, key, value)
+    out = tmp_path / "fcos"
+    assert main(["predict", "torchvision:fcos_resnet50_fpn", str(images), "--out", str(out),
+                 "--top-k", "30", "--format", "coco"]) == 0  # fmt: skip
+    document = json.loads((out / "predictions.json").read_text())
+    assert [i["file_name"] for i in document["images"]] == ["desk.jpg", "street.jpg"]
+    assert [(i["width"], i["height"]) for i in document["images"]] == [(90, 100), (160, 120)]
+    assert len(document["annotations"]) == 60
+    names = {c["id"]: c["name"] for c in document["categories"]}
+    assert names[1] == "person" and names[18] == "dog"  # torchvision's labels are COCO ids
+    assert (out / "desk.png").is_file() and (out / "street.png").is_file()
+
+    from owp.testing import random_coco_problem
+
+    gt, _ = random_coco_problem(num_images=2, num_categories=3, max_gt=4, seed=1)
+    for info in gt["images"]:
+        Image.new("RGB", (info["width"], info["height"]), (90, 120, 150)).save(
+            images / info["file_name"]
+        )
+    ann = tmp_path / "gt.json"
+    ann.write_text(json.dumps(gt))
+    split = tmp_path / "every-class-novel.yaml"
+    split.write_text("name: every-class-novel\nbase: []\n")
+    out = tmp_path / "eval"
+    argv = ["eval", "torchvision:fasterrcnn_resnet50_fpn", "--data", str(ann),
+            "--images", str(images), "--split", str(split), "--max-dets", "10,100",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scoring"] == "rpn" and "AR@100" in metrics
+    proposals = json.loads((out / "proposals.json").read_text())
+    assert {p["image_id"] for p in proposals} == {1, 2}
+
+
+def test_a_missing_weights_file_names_the_file_and_its_url(tmp_path, images, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    assert main(["predict", "torchvision:fasterrcnn_resnet50_fpn_v2", str(images),
+                 "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    file = "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"
+    expected = tmp_path / "empty" / "hub" / "checkpoints" / file
+    assert err.startswith(f"owp: error: {expected}:") and err.count("\n") == 1
+    assert f"https://download.pytorch.org/models/{file}" in err
+    with pytest.raises(OwpInputError, match="weights file not found"):
+        weights_file("fcos_resnet50_fpn", tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize(
+    ("source", "options", "message"),
+    [
+        ("torchvision:retinanet", {}, "unknown model source"),
+        ("torchvision:fcos_resnet50_fpn", {"num_classes": 20}, "fixed by torchvision's weights"),
+        ("torchvision:fasterrcnn_resnet50_fpn", {"magic": 1}, "unknown option(s)"),
+        ("torchvision:fasterrcnn_resnet50_fpn", {"scoring": "roi"}, "unknown scoring"),
+    ],
+)
+def test_bad_sources_and_options(torch_home, source, options, message):
+    with pytest.raises(OwpInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_source(source, **options)
+
+
+def test_wrong_weights_are_named(torch_home, tmp_path):
+    file = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, file)
+    with pytest.raises(OwpInputError, match="not fcos_resnet50_fpn"):
+        load_source("torchvision:fcos_resnet50_fpn", weights=file)
+    file.write_bytes(b"garbage")
+    with pytest.raises(OwpInputError, match="cannot read weights"):
+        load_source("torchvision:fasterrcnn_resnet50_fpn", weights=file)
+
+
+def test_init_state_starts_a_class_agnostic_iou_model_from_torchvision_fcos(torch_home):
+    model = owp.create_model(
+        "fcos_owp_r50_fpn", objectness=["centerness", "iou"], backbone_norm="frozen"
+    )
+    state = init_state("torchvision:fcos_resnet50_fpn", model)["model"]
+    assert not any(key.startswith("head.classification_head.") for key in state)
+    result = model.load_state_dict(state, strict=False)
+    assert result.unexpected_keys == []
+    assert set(result.missing_keys) == {
+        "head.regression_head.bbox_iou.weight",
+        "head.regression_head.bbox_iou.bias",
+    }
+    reference = random_fcos()
+    torch.testing.assert_close(
+        model.backbone.body.layer1[0].conv1.weight, reference.backbone.body.layer1[0].conv1.weight
+    )
+
+
+def test_the_fcos_source_exports(torch_home):
+    from owp.export import FCOSPipeline, RPNPipeline, pipeline_for
+
+    assert isinstance(pipeline_for(owp.load("torchvision:fcos_resnet50_fpn")), FCOSPipeline)
+    faster = owp.load("torchvision:fasterrcnn_resnet50_fpn")
+    assert isinstance(pipeline_for(faster), RPNPipeline)
