@@ -26,8 +26,10 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise OwpInputError("cannot create the folder: a file is in the way", path=path) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
+        # mkstemp creates the file 0600; the result gets the mode a plain open() would give.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -37,6 +39,38 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def link_atomic(target: str | Path, path: str | Path) -> Path:
+    """Make ``path`` a second name of the file ``target`` (a hard link, no extra space),
+    replacing ``path`` atomically; where hard links are not supported, an atomic copy."""
+    target, path = Path(target), Path(path)
+    tmp = path.with_name(f".{path.name}.link{TEMPORARY_SUFFIX}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        return write_atomic(path, lambda f: f.write(target.read_bytes()))
+    os.replace(tmp, path)
+    return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`write_atomic` or :func:`link_atomic`
+    left in ``folder`` (hidden ``.<name>.*.tmp`` files); returns them."""
+    stale = sorted(Path(folder).glob(f".*{TEMPORARY_SUFFIX}")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> Path:

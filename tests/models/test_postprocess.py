@@ -119,3 +119,28 @@ def test_missing_branch_and_bad_config():
         PostprocessConfig("objectness")
     with pytest.raises(ValueError, match="positive"):
         PostprocessConfig("iou", post_nms_top_n=0)
+
+
+@pytest.mark.parametrize("scoring", ["iou", "cls*iou"])
+def test_empty_boxes_are_dropped_before_the_top_k(scoring):
+    # The two best points predict boxes that clipping leaves empty: the first with zero width
+    # (distances 0 left/right), the second entirely left of the image (clipped to x = 0).
+    regression = torch.ones(1, 3, 4)
+    regression[0, 0, [0, 2]] = 0.0
+    out = outputs([0.5] * 3, [0.9, 0.8, 0.3], cls=[[0.9], [0.9], [0.9]])
+    out["bbox_regression"] = regression
+    shifted = torch.tensor([[-50.0, 0.0], [-30.0, 0.0], [16.0, 16.0]])
+    config = PostprocessConfig(scoring=scoring, post_nms_top_n=1, nms_thresh=1.0)
+    result = postprocess(out, shifted, STRIDES, LEVELS, SIZES, config)[0]
+    assert result["boxes"].tolist() == [[0.0, 0.0, 32.0, 32.0]]  # the third point's box
+    assert result["objectness"].tolist() == pytest.approx([0.3])
+
+
+def test_two_stage_selection_drops_empty_boxes_before_the_top_k():
+    from owp.models.rcnn import RCNNPostprocessConfig, select_boxes
+
+    boxes = torch.tensor([[10.0, 10.0, 10.0, 30.0], [-20.0, 0.0, -5.0, 10.0], [0.0, 0.0, 5.0, 5.0]])
+    scores = torch.tensor([0.9, 0.8, 0.1])
+    config = RCNNPostprocessConfig(scoring="rpn", post_nms_top_n=1, choices=("rpn",))
+    result = select_boxes(boxes, scores, (50, 50), config, objectness=scores)
+    assert result["boxes"].tolist() == [[0.0, 0.0, 5.0, 5.0]]

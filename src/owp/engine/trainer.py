@@ -43,11 +43,25 @@ from owp.engine.checkpoint import (
 from owp.engine.inference import evaluate_model
 from owp.engine.recipes import parameter_groups, trained_losses
 from owp.errors import OwpInputError, TrainingError
+from owp.files import link_atomic, remove_stale_temporaries
 from owp.models.factory import create_model, model_config
 
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
+# Model options that act only at inference: a resume may change them.
+INFERENCE_OPTIONS = frozenset(
+    {
+        "scoring",
+        "score_thresh",
+        "nms_thresh",
+        "pre_nms_top_n",
+        "post_nms_top_n",
+        "detection_score_thresh",
+        "rpn_pre_nms_top_n_test",
+        "rpn_post_nms_top_n_test",
+    }
+)
 RUN_PREFIX = "run:"
 MIN_IMAGES_BEFORE_BAD_FRACTION = 20
 
@@ -155,12 +169,30 @@ class Trainer:
         self.config = replace(self.config, train=replace(self.config.train, max_iters=max_iters))
         self.scheduler = self._scheduler()
 
-    def _scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+    def _scheduler(self, last_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+        """The config's warm-up + step schedule, positioned at ``last_step`` (a resume)."""
         cfg = self.config.train
         schedule = WarmupMultiStep(
             cfg.warmup_iters, cfg.warmup_factor, schedule_steps(cfg.steps, cfg.max_iters), cfg.gamma
         )
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        if last_step:
+            scheduler.last_epoch = last_step
+            for group, base in zip(self.optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base * schedule(last_step)
+            scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        return scheduler
+
+    def _log_schedule_change(self, saved: dict[str, Any]) -> None:
+        current = self.config.train
+        keys = ("max_iters", "warmup_iters", "warmup_factor", "steps", "gamma", "base_lr")
+        changed = [
+            f"{k} {saved[k]} -> {getattr(current, k)}"
+            for k in keys
+            if k in saved and _plain_value(saved[k]) != _plain_value(getattr(current, k))
+        ]
+        if changed:
+            log.warning("the schedule differs from the checkpoint's: %s", "; ".join(changed))
 
     def resume(self) -> None:
         """Continue from ``run_dir/last.pt`` (or the newest checkpoint there)."""
@@ -170,8 +202,14 @@ class Trainer:
         state = load_checkpoint(path)
         self._check_same_model(state, path)
         self.model.load_state_dict(state["model"])
+        configured = [group["initial_lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        for group, lr in zip(self.optimizer.param_groups, configured, strict=True):
+            group["initial_lr"] = lr
+        # The schedule is the config's in force (e.g. a longer max_iters moves the lr steps):
+        # only the position is taken from the checkpoint.
+        self.scheduler = self._scheduler(last_step=int(state["step"]))
+        self._log_schedule_change(state.get("config", {}).get("train", {}))
         if self.use_amp and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
@@ -186,12 +224,15 @@ class Trainer:
         cfg = self.config.train
         start_time = time.perf_counter()
         if dist.is_main_process():
+            for stale in remove_stale_temporaries(self.run_dir):
+                log.warning("removed %s, left by an interrupted write", stale)
             save_config(self.config, self.run_dir / "config.yaml")
         loader = self._loader(self.batches_drawn)
         batches = iter(loader)
         model = self._wrapped_model()
         model.train()
         writer = _Logs(self.run_dir, enabled=dist.is_main_process())
+        writer.truncate_after(self.step)  # rows logged after the checkpoint we resume from
         bar = tqdm(
             total=cfg.max_iters,
             initial=self.step,
@@ -239,7 +280,7 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, seconds, metrics, self.run_dir / LAST)
 
     def save(self) -> Path:
-        """Write ``checkpoint_<step>.pt`` and ``last.pt`` (rank 0), prune old ones.
+        """Write ``checkpoint_<step>.pt``, point ``last.pt`` at it (rank 0), prune old ones.
 
         Every rank's generator states and loader position are gathered into the checkpoint,
         so that a resumed DDP run draws what the uninterrupted one would have.
@@ -258,8 +299,9 @@ class Trainer:
                 "rng_per_rank": rng_per_rank,
                 "extra": {"batches_drawn_per_rank": drawn_per_rank},
             }
-            save_checkpoint(self.run_dir / checkpoint_name(self.step), **kwargs)
-            save_checkpoint(path, **kwargs)
+            # One file per step; last.pt is a second name of the newest (a hard link).
+            numbered = save_checkpoint(self.run_dir / checkpoint_name(self.step), **kwargs)
+            link_atomic(numbered, path)
             prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
         dist.barrier()
         return path
@@ -404,11 +446,26 @@ class Trainer:
         if init.startswith(RUN_PREFIX):
             path = self.run_dir.parent / init.removeprefix(RUN_PREFIX) / LAST
         state = load_checkpoint(path)
+        source = (state.get("config") or {}).get("model", {}).get("name", "another model")
+        expected = self.model.state_dict()
+        mismatched = [
+            key
+            for key, value in state["model"].items()
+            if key in expected and expected[key].shape != value.shape
+        ]
+        if mismatched:
+            key = mismatched[0]
+            raise OwpInputError(
+                f"train.init: a {source!r} checkpoint does not fit {self.config.model.name}: "
+                f"{key} has shape {list(state['model'][key].shape)}, the model needs "
+                f"{list(expected[key].shape)} ({len(mismatched)} weights differ)",
+                path=path,
+            )
         result = self.model.load_state_dict(state["model"], strict=False)
         if result.unexpected_keys:
             raise OwpInputError(
-                f"checkpoint does not fit {self.config.model.name}: unexpected weights "
-                f"{', '.join(result.unexpected_keys[:3])}",
+                f"train.init: a {source!r} checkpoint does not fit {self.config.model.name}: "
+                f"unexpected weights {', '.join(result.unexpected_keys[:3])}",
                 path=path,
             )
         if result.missing_keys:
@@ -427,12 +484,28 @@ class Trainer:
                 raise OwpInputError(f"eval.{key}={scoring!r} does not fit the model: {err}") from None
 
     def _check_same_model(self, state: dict, path: Path) -> None:
+        """Refuse a resume that would change the trained graph or the targets; options that act
+        at inference only (scoring, thresholds, top-k) may differ."""
         saved = state.get("config", {}).get("model", {})
         current = self.config.to_dict()["model"]
-        if saved != current:
+        if saved.get("name") != current["name"]:
             raise OwpInputError(
-                f"checkpoint was trained with model {saved.get('name')!r} {saved.get('options')}, "
-                f"this config asks for {current['name']!r} {current['options']}",
+                f"checkpoint is a {saved.get('name')!r} model, this config asks for "
+                f"{current['name']!r}",
+                path=path,
+            )
+        saved_options, options = saved.get("options", {}), current["options"]
+        differing = sorted(
+            key
+            for key in saved_options.keys() | options.keys()
+            if key not in INFERENCE_OPTIONS
+            and _plain_value(saved_options.get(key)) != _plain_value(options.get(key))
+        )
+        if differing:
+            key = differing[0]
+            raise OwpInputError(
+                f"cannot resume: model.{key} was {saved_options.get(key)!r} in the checkpoint, "
+                f"this config gives {options.get(key)!r} (it changes what is trained)",
                 path=path,
             )
 
@@ -478,9 +551,27 @@ class _Logs:
             if math.isfinite(value):
                 self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
 
+    def truncate_after(self, step: int) -> None:
+        """Drop the CSV rows of steps after ``step`` (logged after the checkpoint a resumed run
+        starts from; they are logged again)."""
+        if not self.enabled:
+            return
+        for name in ("metrics.csv", "eval.csv"):
+            path = self.run_dir / name
+            if not path.is_file():
+                continue
+            lines = path.read_text().splitlines(keepends=True)
+            kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+            if len(kept) != len(lines):
+                path.write_text("".join(kept))
+
     def close(self) -> None:
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _plain_value(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:

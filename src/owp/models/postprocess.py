@@ -19,7 +19,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, clip_boxes_to_image, nms
+from torchvision.ops import batched_nms, clip_boxes_to_image, nms, remove_small_boxes
+
+MIN_OUTPUT_BOX_SIZE = 0.1
+"""Smallest side (input pixels, after clipping) of a box a model emits: an empty box (e.g. one
+clipped away outside the image) is dropped before NMS and the top-k, so that the budget k counts
+real boxes and no box rounds to zero width in a results file."""
 
 AGNOSTIC_SCORINGS: tuple[str, ...] = ("centerness", "iou", "geomean")
 CLASS_SCORINGS: tuple[str, ...] = ("cls*centerness", "cls*iou")
@@ -132,7 +137,8 @@ def postprocess(
                 regression, probs, objectness[index], points, strides, num_per_level, config
             )
         result["boxes"] = clip_boxes_to_image(result["boxes"], image_size)
-        results.append(_suppress(result, config))
+        keep = remove_small_boxes(result["boxes"], MIN_OUTPUT_BOX_SIZE)
+        results.append(_suppress({key: value[keep] for key, value in result.items()}, config))
     return results
 
 
@@ -147,10 +153,6 @@ def _agnostic(regression, probs, objectness, points, strides, num_per_level, con
         keep.append(above[top] + offset)
         offset += count
     where = torch.cat(keep)
-    boxes = decode_boxes(points[where], strides[where], regression[where])
-    # A proposal needs an extent (an untrained head predicts zero distances); detections keep
-    # torchvision's behaviour of returning whatever survives NMS.
-    where = where[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
     result = {
         "boxes": decode_boxes(points[where], strides[where], regression[where]),
         "scores": objectness[where],

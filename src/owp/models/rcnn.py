@@ -24,6 +24,7 @@ from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image
 
 from owp.models.assign import check_labels
 from owp.models.backbones import backbone_for
+from owp.models.postprocess import MIN_OUTPUT_BOX_SIZE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -272,7 +273,8 @@ def select_boxes(
     labels: Tensor | None = None,
     class_scores: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Clip, drop empty and low-scored boxes, NMS, keep the best ``post_nms_top_n``.
+    """Clip, drop empty (side < ``MIN_OUTPUT_BOX_SIZE``) and low-scored boxes, NMS, keep the
+    best ``post_nms_top_n``.
 
     Args:
         boxes: ``[N, 4]`` xyxy candidates; ``scores``, ``objectness``: ``[N]``.
@@ -284,7 +286,7 @@ def select_boxes(
         ``boxes``, ``scores``, ``objectness`` (and ``labels``, ``class_scores``), sorted by score.
     """
     boxes = clip_boxes_to_image(boxes, image_size)
-    keep = remove_small_boxes(boxes, MIN_BOX_SIZE)
+    keep = remove_small_boxes(boxes, MIN_OUTPUT_BOX_SIZE)
     keep = keep[scores[keep] > config.score_thresh]
     if config.nms_thresh < 1.0:
         groups = labels[keep] if labels is not None else torch.zeros_like(keep)
