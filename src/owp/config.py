@@ -12,10 +12,11 @@ import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import yaml
 
+from owp.checks import Choices, Range, Rule, check_value
 from owp.errors import OwpInputError
 
 
@@ -140,6 +141,8 @@ def load_preset(name: str) -> RunConfig:
 def load_config_file(path: str | Path) -> RunConfig:
     """A run config from a YAML file (same layout as the presets)."""
     path = Path(path)
+    if path.is_dir():
+        raise OwpInputError("is a folder, expected a YAML config file", path=path)
     if not path.is_file():
         raise OwpInputError("config file not found", path=path)
     return config_from_dict(_read_yaml_text(path.read_text(), str(path)), str(path))
@@ -236,6 +239,8 @@ def _model_section(value: Any, source: str) -> ModelConfig:
 
 
 def _section(kind: type, value: Any, source: str):
+    """A ``kind`` dataclass from a mapping: unknown keys, wrong types, values out of range and
+    unknown choices are refused here, before any data is read (one line naming the key)."""
     if not isinstance(value, dict):
         raise OwpInputError(f"{source} must be a mapping")
     known = {f.name: f for f in fields(kind)}
@@ -244,24 +249,64 @@ def _section(kind: type, value: Any, source: str):
         raise OwpInputError(
             f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(known)}"
         )
-    defaults = kind()
-    converted = {}
-    for key, item in value.items():
-        default = getattr(defaults, key)
-        if isinstance(default, tuple) and isinstance(item, list):
-            item = tuple(item)
-        if isinstance(default, bool) and not isinstance(item, bool):
-            raise OwpInputError(f"{source}.{key} must be true or false, got {item!r}")
-        is_number = isinstance(item, int | float) and not isinstance(item, bool)
-        wants_number = isinstance(default, int | float) and not isinstance(default, bool)
-        optional = item is None and key in _OPTIONAL_NUMBERS
-        if wants_number and not is_number and not optional:
-            raise OwpInputError(f"{source}.{key} must be a number, got {item!r}")
-        converted[key] = item
-    return kind(**converted)
+    hints = get_type_hints(kind)
+    section = source.rsplit(": ", 1)[-1]
+    converted = {
+        key: check_value(f"{source}.{key}", item, hints[key], _RULES.get(section, {}).get(key))
+        for key, item in value.items()
+    }
+    config = kind(**converted)
+    if section == "train":
+        _check_steps(config, source)
+    return config
 
 
-_OPTIONAL_NUMBERS = {"clip_grad_norm"}
+def _check_steps(train: TrainConfig, source: str) -> None:
+    if any(step >= 1 and step != int(step) for step in train.steps):
+        raise OwpInputError(
+            f"{source}.steps must be fractions of max_iters (< 1) or iteration numbers, "
+            f"got {list(train.steps)}"
+        )
+
+
+def _recipe_names() -> tuple[str, ...]:
+    from owp.engine.recipes import RECIPES
+
+    return tuple(RECIPES)
+
+
+# Per section: key -> the range or choices its values must satisfy (types come from the
+# dataclass annotations).
+_RULES: dict[str, dict[str, Rule]] = {
+    "train": {
+        "max_iters": Range(1),
+        "batch_size": Range(1),
+        "base_lr": Range(0, open_low=True),
+        "momentum": Range(0, 1, open_high=True),
+        "weight_decay": Range(0),
+        "warmup_iters": Range(0),
+        "warmup_factor": Range(0, 1, open_low=True),
+        "steps": Range(0, open_low=True),
+        "gamma": Range(0, open_low=True),
+        "clip_grad_norm": Range(0, open_low=True),
+        "checkpoint_period": Range(1),
+        "keep_checkpoints": Range(0),
+        "eval_period": Range(0),
+        "log_period": Range(1),
+        "recipe": Choices(_recipe_names),
+        "device": Choices(lambda: ("auto", "cpu", "cuda"), prefix_of=":"),
+    },
+    "data": {
+        "horizontal_flip": Range(0, 1),
+        "num_workers": Range(0),
+        "max_bad_image_fraction": Range(0, 1),
+    },
+    "eval": {
+        "protocol": Choices(lambda: ("strict", "oln")),
+        "max_dets": Range(1),
+        "batch_size": Range(1),
+    },
+}
 
 
 def _read_yaml_text(text: str, source: str) -> dict[str, Any]:
