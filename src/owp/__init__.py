@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "create_model": "owp.models",
     "list_models": "owp.models",
     "rpn_proposals": "owp.models",
+    "export_onnx": "owp.export",
+    "OnnxProposer": "owp.export",
 }
 """Public name -> the module that defines it."""
 
@@ -47,6 +49,8 @@ __all__ = [
     "load_split",
     "read_coco_json",
     "rpn_proposals",
+    "export_onnx",
+    "OnnxProposer",
 ]
 
 if TYPE_CHECKING:
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
     from owp.errors import OwpInputError
     from owp.evaluation.detection import evaluate_detections
     from owp.evaluation.proposals import evaluate_proposals
+    from owp.export import OnnxProposer, export_onnx
     from owp.models import create_model, list_models, rpn_proposals
 
 
