@@ -108,7 +108,8 @@ def test_bad_files_and_names(tmp_path):
 
 def test_numbers_written_as_yaml_strings_and_paths_are_accepted():
     config = apply_overrides(
-        load_preset("demo"), ["train.weight_decay=1e-4", "train.device=cuda:1", "train.clip_grad_norm=null"]
+        load_preset("demo"),
+        ["train.weight_decay=1e-4", "train.device=cuda:1", "train.clip_grad_norm=null"],
     )
     assert config.train.weight_decay == 1e-4 and isinstance(config.train.weight_decay, float)
     assert config.train.device == "cuda:1" and config.train.clip_grad_norm is None

@@ -82,11 +82,10 @@ def check_value(where: str, value: Any, annotation: Any, rule: Rule | None = Non
     if converted is _INVALID:
         raise OwpInputError(f"{where} must be {_describe(kind)}, got {value!r}")
     for item in converted if isinstance(converted, tuple) else (converted,):
-        problem = None
-        if isinstance(rule, Range) and is_finite_number(item):
-            problem = rule.problem(item)
-        elif isinstance(rule, Choices) and isinstance(item, str):
-            problem = rule.problem(item)
+        applies = (isinstance(rule, Range) and is_finite_number(item)) or (
+            isinstance(rule, Choices) and isinstance(item, str)
+        )
+        problem = rule.problem(item) if applies else None
         if problem:
             raise OwpInputError(f"{where} {problem}, got {value!r}")
     return converted
@@ -133,6 +132,12 @@ def _describe(kind: Any) -> str:
     if origin is tuple:
         plural = {int: "integers", float: "numbers", str: "strings"}
         return f"a list of {plural.get(get_args(kind)[0], 'values')}"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             type(None): "null", dict: "a mapping"}
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        type(None): "null",
+        dict: "a mapping",
+    }
     return names.get(origin or kind, str(kind))

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from owp.errors import OwpInputError, TrainingError
 
     try:
-        args.handler(args)
+        status = args.handler(args)
     except (OwpInputError, TrainingError) as err:
         print(f"owp: error: {err}", file=sys.stderr)
         return 2
@@ -36,18 +36,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("owp: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after an option's help unless the help already says it, or the
+    default is empty."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """Every ``owp`` (sub)command's parser: defaults shown in ``--help``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
+    """A command group called without its subcommand: usage on stderr, exit status 2."""
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: choose a subcommand (see {parser.prog} --help)", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _CommandParser(
         prog="owp",
         description="Open-world object proposals: find every object, including kinds never "
         "labelled, ranked by learned objectness.",
     )
     parser.add_argument("--version", action="version", version=f"owp {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=_CommandParser
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -79,12 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--part", default="val", help="which part of a dataset folder (default val)"
     )
     baseline.add_argument(
-        "--method", choices=("sliding-window", "random"), default="sliding-window"
+        "--method",
+        choices=("sliding-window", "random"),
+        default="sliding-window",
+        help="non-learned proposer: a multi-scale sliding-window grid or uniform random boxes",
     )
     baseline.add_argument(
         "--num", type=int, default=1000, help="proposals per image (default 1000)"
     )
-    baseline.add_argument("--seed", type=int, default=0)
+    baseline.add_argument("--seed", type=int, default=0, help="random seed (random boxes)")
     baseline.add_argument("--out", required=True, type=Path, help="proposals JSON to write")
     baseline.set_defaults(handler=_run_propose_baseline)
 
@@ -167,7 +198,12 @@ def _add_model_commands(commands) -> None:
         "--force", action="store_true", help="predict again even when saved predictions match"
     )
     evaluate.add_argument("--split", help="split (default: the run's)")
-    evaluate.add_argument("--protocol", choices=("strict", "oln"), default="strict")
+    evaluate.add_argument(
+        "--protocol",
+        choices=("strict", "oln"),
+        default="strict",
+        help="strict: every proposal counts in the budget; oln: those on base objects do not",
+    )
     evaluate.add_argument("--max-dets", default="10,20,50,100,300,1000", help="budgets k")
     evaluate.add_argument(
         "--scoring",
@@ -175,8 +211,8 @@ def _add_model_commands(commands) -> None:
         "geomean, cls*centerness, "
         "cls*iou; two-stage: rpn, roi, oln, iou, cls)",
     )
-    evaluate.add_argument("--batch-size", type=int, default=8)
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="images per model call")
+    evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     evaluate.add_argument("--out", type=Path, help="output folder (default <run>/eval)")
     _add_weights_argument(evaluate)
     evaluate.set_defaults(handler=_run_eval)
@@ -213,13 +249,23 @@ def _add_model_commands(commands) -> None:
         help="images per model call, grouped by aspect ratio (default 1)",
     )
     predict.add_argument("--scoring", help="override the scoring mode")
-    predict.add_argument("--device", default="auto")
+    predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     _add_weights_argument(predict)
     predict.set_defaults(handler=_run_predict)
 
-    presets = commands.add_parser("presets", help="list the shipped training presets")
+    presets = commands.add_parser(
+        "presets",
+        help="list the shipped training presets and study groups",
+        description="List the shipped presets (one experiment each, `owp train --preset NAME`) "
+        "and the study groups (`owp study NAME`), one line each.",
+    )
     presets.set_defaults(handler=_run_presets)
-    models = commands.add_parser("models", help="list the model names for create_model")
+    models = commands.add_parser(
+        "models",
+        help="list the model names for create_model",
+        description="List the model names accepted by `create_model` and `model.name`, with "
+        "what each builds.",
+    )
     models.set_defaults(handler=_run_models)
 
 
@@ -242,7 +288,7 @@ def _add_export_command(commands) -> None:
         "classifies). FCOS-OWP (any scoring), RPN proposers and torchvision: sources export.",
     )
     export.add_argument("run", help="run folder, checkpoint file or torchvision: source")
-    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
     export.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     export.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     export.add_argument(
@@ -382,7 +428,7 @@ def _add_data_commands(commands) -> None:
         "data", help="make, split and inspect datasets", description="Dataset tools."
     )
     sub = data.add_subparsers(title="data commands", metavar="DATA_COMMAND")
-    data.set_defaults(handler=lambda args: data.print_help())
+    data.set_defaults(handler=lambda args: _missing_subcommand(data))
 
     synth = sub.add_parser(
         "synth",
@@ -394,14 +440,14 @@ def _add_data_commands(commands) -> None:
     synth.add_argument("--train", type=int, default=800, help="training images (default 800)")
     synth.add_argument("--val", type=int, default=200, help="validation images (default 200)")
     synth.add_argument("--size", type=int, default=320, help="image side in pixels (default 320)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same files")
     synth.add_argument(
         "--unannotated-base-fraction",
         type=float,
         default=0.15,
         help="fraction of base objects left unlabelled in train (default 0.15)",
     )
-    synth.add_argument("--format", choices=("jpg", "png"), default="jpg")
+    synth.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image file format")
     synth.add_argument("--force", action="store_true", help="overwrite an existing dataset")
     synth.set_defaults(handler=_run_data_synth)
 
@@ -595,12 +641,16 @@ def _run_predict(args: argparse.Namespace) -> None:
 
 
 def _run_presets(args: argparse.Namespace) -> None:
-    from owp.config import list_presets
+    from owp.config import list_groups, list_presets
 
-    presets = list_presets()
-    width = max(map(len, presets))
+    presets, groups = list_presets(), list_groups()
+    width = max(map(len, [*presets, *groups]))
+    print("presets (owp train --preset NAME):")
     for name, description in presets.items():
-        print(f"{name:<{width}}  {description}")
+        print(f"  {name:<{width}}  {description}")
+    print("study groups (owp study NAME):")
+    for name, description in groups.items():
+        print(f"  {name:<{width}}  {description}")
 
 
 def _run_models(args: argparse.Namespace) -> None:

@@ -284,8 +284,13 @@ def test_grad_scaler_state_round_trip(tmp_path: Path) -> None:
         scaler.step(optimizer)
         scaler.update()
     path = save_checkpoint(
-        tmp_path / "m.pt", model=model, optimizer=optimizer, scheduler=None, step=2,
-        config=CONFIG, scaler=scaler,
+        tmp_path / "m.pt",
+        model=model,
+        optimizer=optimizer,
+        scheduler=None,
+        step=2,
+        config=CONFIG,
+        scaler=scaler,
     )
     restored = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=3)
     restored.load_state_dict(load_checkpoint(path)["scaler"])
@@ -293,7 +298,12 @@ def test_grad_scaler_state_round_trip(tmp_path: Path) -> None:
     assert restored.get_scale() == 512.0 and restored.state_dict()["_growth_tracker"] == 2
     disabled = torch.amp.GradScaler("cpu", enabled=False)
     path = save_checkpoint(
-        tmp_path / "n.pt", model=model, optimizer=None, scheduler=None, step=0, config=CONFIG,
+        tmp_path / "n.pt",
+        model=model,
+        optimizer=None,
+        scheduler=None,
+        step=0,
+        config=CONFIG,
         scaler=disabled,
     )
     assert load_checkpoint(path)["scaler"] is None

@@ -39,12 +39,27 @@ RANDOM_CASES_PER_FAMILY = 2
 # ``frozen`` freezes localization: a class-agnostic model has nothing left (tested below).
 CLASS_AGNOSTIC_RECIPES = [r for r in RECIPES if not r.startswith("frozen")]
 
-_FCOS_BASE = {"out_channels": 16, "norm_groups": 4, "num_convs": 1, "min_size": 96,
-              "max_size": 96, "pre_nms_top_n": 200, "unknown_mask_thresh": 0.3}
-_RCNN_BASE = {"out_channels": 16, "representation_size": 32, "min_size": 128, "max_size": 128,
-              "rpn_batch_size_per_image": 32, "box_batch_size_per_image": 16,
-              "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,
-              "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50}
+_FCOS_BASE = {
+    "out_channels": 16,
+    "norm_groups": 4,
+    "num_convs": 1,
+    "min_size": 96,
+    "max_size": 96,
+    "pre_nms_top_n": 200,
+    "unknown_mask_thresh": 0.3,
+}
+_RCNN_BASE = {
+    "out_channels": 16,
+    "representation_size": 32,
+    "min_size": 128,
+    "max_size": 128,
+    "rpn_batch_size_per_image": 32,
+    "box_batch_size_per_image": 16,
+    "rpn_pre_nms_top_n_train": 100,
+    "rpn_post_nms_top_n_train": 50,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50,
+}
 
 # Per family: the model name, fixed options, and each graph/target option with its values.
 FAMILIES: dict[str, tuple[str, dict[str, Any], dict[str, list[Any]]]] = {
@@ -132,8 +147,12 @@ def _cases() -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
     valid, invalid = [], []
     for family, (_, _, space) in FAMILIES.items():
         keys = list(space)
-        every = [dict(zip(keys, values, strict=True)) for values in itertools.product(*space.values())]
-        good = [o for o in every if model_is_valid(family, o) and recipe_trains_something(family, o)]
+        every = [
+            dict(zip(keys, values, strict=True)) for values in itertools.product(*space.values())
+        ]
+        good = [
+            o for o in every if model_is_valid(family, o) and recipe_trains_something(family, o)
+        ]
         bad = [o for o in every if not model_is_valid(family, o)]
         # Greedy cover: each pick holds the most (option, value) pairs not seen yet (random
         # among the best), until every value of every option is in some case.
@@ -171,8 +190,13 @@ def _trainer(family: str, options: dict[str, Any], tmp_path) -> Trainer:
     config = RunConfig(
         model=ModelConfig(name=name, options={**fixed, **model_options}),
         train=TrainConfig(
-            recipe=recipe, batch_size=2, base_lr=0.16, warmup_iters=0, amp=False,
-            device="cpu", seed=0,
+            recipe=recipe,
+            batch_size=2,
+            base_lr=0.16,
+            warmup_iters=0,
+            amp=False,
+            device="cpu",
+            seed=0,
         ),
     )
     return Trainer(config, tmp_path, progress=False)
@@ -184,8 +208,9 @@ def _batch(num_classes: int | None) -> tuple[list[torch.Tensor], list[dict]]:
     labels = num_classes or 1
     targets = [
         {
-            "boxes": torch.tensor([[8.0, 10.0, 60.0, 70.0], [50.0, 30.0, 90.0, 60.0],
-                                   [0.0, 60.0, 40.0, 95.0]]),
+            "boxes": torch.tensor(
+                [[8.0, 10.0, 60.0, 70.0], [50.0, 30.0, 90.0, 60.0], [0.0, 60.0, 40.0, 95.0]]
+            ),
             "labels": torch.tensor([0, 1 % labels, 2 % labels]),
             "ignore": torch.tensor([False, False, True]),  # a crowd box
         },
@@ -204,7 +229,10 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 # Double-Head-Ext's cross terms: under a recipe that freezes one of the two branches, the
 # trainable half of a cross term has no trained loss left to reach it.
-_CROSS_TERM_PARAMETERS = ("roi_heads.box_predictor.bbox_pred_fc.", "roi_heads.box_predictor.cls_score_conv.")
+_CROSS_TERM_PARAMETERS = (
+    "roi_heads.box_predictor.bbox_pred_fc.",
+    "roi_heads.box_predictor.cls_score_conv.",
+)
 
 
 @pytest.mark.parametrize("case", VALID, ids=_case_id)
@@ -230,8 +258,9 @@ def test_two_steps_change_exactly_what_the_recipe_trains(case, tmp_path):
         assert set(losses) <= set(model.LOSS_PARTS)
     after = _snapshot(model)
     model.train()  # a later train() call must not wake a frozen norm either
-    assert all(type(m) is not torch.nn.BatchNorm2d or m.weight.requires_grad
-               for m in model.modules())
+    assert all(
+        type(m) is not torch.nn.BatchNorm2d or m.weight.requires_grad for m in model.modules()
+    )
 
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     parameters = dict(model.named_parameters())
@@ -289,7 +318,9 @@ def _check_contract(output: dict, model: torch.nn.Module, image: torch.Tensor) -
     height, width = image.shape[-2:]
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= width).all()
     assert (boxes[:, 1] >= 0).all() and (boxes[:, 3] <= height).all()
-    assert (output["scores"][:-1] >= output["scores"][1:]).all() or model.postprocess_config.classifying
+    assert (
+        output["scores"][:-1] >= output["scores"][1:]
+    ).all() or model.postprocess_config.classifying
     if model.postprocess_config.classifying:
         assert "labels" in output
     if getattr(model.config, "num_classes", None) is None:
@@ -313,7 +344,9 @@ def test_a_recipe_that_leaves_no_loss_is_refused(tmp_path):
     from owp.errors import OwpInputError
 
     with pytest.raises(OwpInputError, match="leaves no loss to train"):
-        _trainer("fcos", {"num_classes": None, "objectness": ("iou",), "recipe": "frozen"}, tmp_path)
+        _trainer(
+            "fcos", {"num_classes": None, "objectness": ("iou",), "recipe": "frozen"}, tmp_path
+        )
     with pytest.raises(OwpInputError, match="leaves no (loss|parameter) to train"):
         _trainer("oln", {"recipe": "frozen_fb"}, tmp_path)
     with pytest.raises(OwpInputError, match="leaves no (loss|parameter) to train"):

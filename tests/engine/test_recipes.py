@@ -157,7 +157,9 @@ def test_trainable_layers_below_five_freeze_the_batch_norm_of_frozen_stages():
     assert type(body.bn1) is FrozenBatchNorm2d
     assert type(body.layer1[0].bn1) is FrozenBatchNorm2d
     assert type(body.layer2[0].bn1) is FrozenBatchNorm2d
-    assert type(body.layer3[0].bn1) is torch.nn.BatchNorm2d and body.layer3[0].bn1.weight.requires_grad
+    assert (
+        type(body.layer3[0].bn1) is torch.nn.BatchNorm2d and body.layer3[0].bn1.weight.requires_grad
+    )
     assert type(body.layer4[0].bn1) is torch.nn.BatchNorm2d
 
 

@@ -180,8 +180,9 @@ def test_resume_after_an_unreadable_batch_keeps_the_data_position(tmp_path):
 
 def test_num_classes_must_equal_the_splits_base_classes(mini_set, tmp_path):
     config = mini_config(mini_set, max_iters=1)
-    config = replace(config, model=replace(config.model, options={**config.model.options,
-                                                                  "num_classes": 5}))
+    config = replace(
+        config, model=replace(config.model, options={**config.model.options, "num_classes": 5})
+    )
     with pytest.raises(OwpInputError, match=r"num_classes is 5 but split .* has 8 base classes"):
         train(config, tmp_path / "run", progress=False)
 

@@ -57,7 +57,9 @@ def test_torchvision_checkpoint_loads_and_gives_torchvision_detections(torchvisi
         count = int(real.sum())
         assert count > 10
         torch.testing.assert_close(mine["boxes"][:count], theirs["boxes"][real], atol=1e-4, rtol=0)
-        torch.testing.assert_close(mine["scores"][:count], theirs["scores"][real], atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            mine["scores"][:count], theirs["scores"][real], atol=1e-4, rtol=0
+        )
         assert torch.equal(mine["labels"][:count], theirs["labels"][real])
         mine_sides = mine["boxes"][:, 2:] - mine["boxes"][:, :2]
         assert (mine_sides * scale >= MIN_OUTPUT_BOX_SIZE - 1e-4).all()

@@ -110,8 +110,11 @@ def test_roi_iou_loss_is_divided_by_every_sampled_roi():
     image_list, _ = model.transform([torch.rand(3, 128, 128)])
     features = model.backbone(image_list.tensors)
     gt = torch.tensor([[10.0, 10.0, 60.0, 60.0]])
-    proposals = [torch.tensor([[10.0, 10.0, 60.0, 50.0], [70.0, 70.0, 120.0, 120.0],
-                               [0.0, 80.0, 40.0, 120.0]])]
+    proposals = [
+        torch.tensor(
+            [[10.0, 10.0, 60.0, 50.0], [70.0, 70.0, 120.0, 120.0], [0.0, 80.0, 40.0, 120.0]]
+        )
+    ]
     losses = model.roi_heads.losses(
         features, proposals, image_list.image_sizes, [{"boxes": gt, "labels": torch.ones(1)}]
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from owp.data.coco import CocoDetection, is_federated, read_coco_json
@@ -67,6 +67,24 @@ def propose_for_images(
     return results
 
 
+class UnreadableAsMessage(Dataset):
+    """A dataset whose unreadable items come back as their one-line error message instead of
+    raising: an error raised inside a DataLoader worker reaches the main process wrapped in
+    the worker's traceback, a message does not."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except OwpInputError as err:
+            return str(err)
+
+
 def predict_dataset(
     model: nn.Module,
     dataset: CocoDetection,
@@ -81,16 +99,20 @@ def predict_dataset(
     """
     device = next(model.parameters()).device
     loader = DataLoader(
-        dataset,
+        UnreadableAsMessage(dataset),
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=_as_lists,
+        collate_fn=_lists_and_unreadable,
     )
     was_training = model.training
     model.eval()
     results: Results = []
     with torch.inference_mode():
-        for images, targets in tqdm(loader, desc="predicting", unit="batch", disable=not progress):
+        for images, targets, unreadable in tqdm(
+            loader, desc="predicting", unit="batch", disable=not progress
+        ):
+            if unreadable:
+                raise OwpInputError(unreadable[0])
             outputs = model([image.to(device) for image in images])
             for output, target in zip(outputs, targets, strict=True):
                 if "labels" in output:
@@ -258,6 +280,14 @@ def predict_images(
     return predict(
         model, paths, out_dir, draw=top_k, class_names=class_names, progress=progress
     ).overlays
+
+
+def _lists_and_unreadable(items: list) -> tuple[list, list, list[str]]:
+    """Images, targets and the messages of the unreadable items (collated in a worker; the
+    main process raises them)."""
+    good = [item for item in items if not isinstance(item, str)]
+    images, targets = _as_lists(good) if good else ([], [])
+    return list(images), list(targets), [item for item in items if isinstance(item, str)]
 
 
 def _as_lists(items: list) -> tuple:

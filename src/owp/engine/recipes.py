@@ -14,8 +14,9 @@ localization is the RPN and the box-regression branches, classification the clas
 A frozen part is frozen completely (DESIGN.md §4):
 
 * its parameters get ``requires_grad=False`` and no optimizer group;
-* its batch-norm layers become ``FrozenBatchNorm2d`` (:func:`~owp.models.freezing.freeze_batch_norm`),
-  so their running statistics stay fixed across ``model.train()``;
+* its batch-norm layers become ``FrozenBatchNorm2d``
+  (:func:`~owp.models.freezing.freeze_batch_norm`), so their running statistics stay fixed
+  across ``model.train()``;
 * a loss computed by a frozen part is not backpropagated at all (:func:`trained_losses`):
   otherwise, e.g., the focal loss of ``owp``'s frozen classifier would still train the trunk
   through the features it reads. Each model names the parts behind each of its losses in

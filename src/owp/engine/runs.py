@@ -55,7 +55,9 @@ def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[n
     try:
         model = create_model(saved.model.name, **{**saved.model.options, **overrides})
     except OwpInputError as err:
-        raise OwpInputError(f"the checkpoint's model config is not usable here: {err}", path=path) from None
+        raise OwpInputError(
+            f"the checkpoint's model config is not usable here: {err}", path=path
+        ) from None
     result = model.load_state_dict(state["model"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         example = (result.missing_keys or result.unexpected_keys)[0]

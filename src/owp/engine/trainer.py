@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from owp.config import RunConfig, save_config
@@ -40,7 +40,7 @@ from owp.engine.checkpoint import (
     restore_rng_states,
     save_checkpoint,
 )
-from owp.engine.inference import evaluate_model
+from owp.engine.inference import UnreadableAsMessage, evaluate_model
 from owp.engine.recipes import parameter_groups, trained_losses
 from owp.errors import OwpInputError, TrainingError
 from owp.files import link_atomic, remove_stale_temporaries
@@ -103,22 +103,6 @@ def schedule_steps(steps: tuple[float, ...], max_iters: int) -> list[int]:
 def scaled_lr(base_lr: float, batch_size: int) -> float:
     """The linear scaling rule: ``base_lr`` is the learning rate at batch size 16."""
     return base_lr * batch_size / 16
-
-
-class _SkipUnreadable(Dataset):
-    """Wraps a dataset so that an unreadable image yields its error message instead of raising."""
-
-    def __init__(self, dataset: CocoDetection) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, dict] | str:
-        try:
-            return self.dataset[index]
-        except OwpInputError as err:
-            return str(err)
 
 
 def _collate(items: list) -> tuple[list[Tensor], list[dict], list[str]]:
@@ -215,7 +199,9 @@ class Trainer:
         self.step = int(state["step"])
         rank = dist.get_rank()
         per_rank = state.get("rng_per_rank") or []
-        restore_rng_states(per_rank[rank] if len(per_rank) == dist.get_world_size() else state["rng"])
+        restore_rng_states(
+            per_rank[rank] if len(per_rank) == dist.get_world_size() else state["rng"]
+        )
         drawn = (state.get("extra") or {}).get("batches_drawn_per_rank") or []
         self.batches_drawn = int(drawn[rank]) if len(drawn) == dist.get_world_size() else self.step
         log.info("resumed %s at step %d", path, self.step)
@@ -420,7 +406,7 @@ class Trainer:
             start_batch=start_step,
         )
         return DataLoader(
-            _SkipUnreadable(dataset),
+            UnreadableAsMessage(dataset),
             batch_sampler=batch_sampler,
             num_workers=data.num_workers,
             collate_fn=_collate,
@@ -481,7 +467,9 @@ class Trainer:
             try:
                 model_config(model.name, **{**model.options, "scoring": scoring})
             except OwpInputError as err:
-                raise OwpInputError(f"eval.{key}={scoring!r} does not fit the model: {err}") from None
+                raise OwpInputError(
+                    f"eval.{key}={scoring!r} does not fit the model: {err}"
+                ) from None
 
     def _check_same_model(self, state: dict, path: Path) -> None:
         """Refuse a resume that would change the trained graph or the targets; options that act
