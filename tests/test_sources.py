@@ -227,3 +227,19 @@ def test_the_fcos_source_exports(torch_home):
     assert isinstance(pipeline_for(owp.load("torchvision:fcos_resnet50_fpn")), FCOSPipeline)
     faster = owp.load("torchvision:fasterrcnn_resnet50_fpn")
     assert isinstance(pipeline_for(faster), RPNPipeline)
+
+
+def test_the_practical_preset_starts_from_torchvision_fcos(torch_home):
+    from owp.config import load_preset
+    from owp.engine.recipes import RECIPES
+
+    config = load_preset("coco-all-iou-from-torchvision")
+    assert config.train.init == "torchvision:fcos_resnet50_fpn"
+    assert config.train.recipe in RECIPES and config.train.recipe.endswith("_fb")
+    assert (config.train.max_iters, config.train.batch_size) == (7500, 16)
+    assert config.data.split == "all" and "num_classes" not in config.model.options
+    assert config.model.options["scoring"] in ("iou", "geomean")
+    assert "not an open-world result" in config.description
+    model = owp.create_model(config.model.name, **config.model.options)
+    result = model.load_state_dict(init_state(config.train.init, model)["model"], strict=False)
+    assert result.unexpected_keys == [] and all("bbox_iou" in k for k in result.missing_keys)
