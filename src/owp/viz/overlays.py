@@ -99,3 +99,28 @@ def _with_legend(picture: Image.Image, low: float, high: float, drawn: int, tota
     draw.text((after, top + 2), right_text, fill=(0, 0, 0), font=font)
     draw.text((after + right_width + 10, top + 2), caption, fill=(80, 80, 80), font=font)
     return canvas
+
+
+HIT_COLOUR, MISS_COLOUR, TRUTH_COLOUR = (40, 220, 60), (255, 150, 40), (255, 255, 255)
+
+
+def hit_overlay(
+    image: Tensor, boxes: Tensor, hits: Tensor, ground_truth: Tensor, *, legend: str = ""
+) -> Image.Image:
+    """Proposals marked by whether they find an object: ``boxes`` ``[K, 4]`` xyxy drawn green
+    where ``hits`` ``[K]`` (bool) is set, orange elsewhere, over the ``ground_truth``
+    ``[M, 4]`` boxes in thin white; ``legend`` is written in a strip below."""
+    pixels = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).to(torch.uint8)
+    drawn = pixels.cpu()
+    if len(ground_truth):
+        drawn = draw_bounding_boxes(drawn, ground_truth.float().cpu(), colors=TRUTH_COLOUR, width=1)
+    order = hits.to(torch.int64).argsort(stable=True)  # hits drawn last, on top
+    if len(boxes):
+        colours = [HIT_COLOUR if bool(hits[i]) else MISS_COLOUR for i in order.tolist()]
+        drawn = draw_bounding_boxes(drawn, boxes[order].float().cpu(), colors=colours, width=2)
+    picture = Image.fromarray(drawn.permute(1, 2, 0).numpy())
+    width, height = picture.size
+    canvas = Image.new("RGB", (width, height + LEGEND_HEIGHT), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    ImageDraw.Draw(canvas).text((4, height + 8), legend, fill=(0, 0, 0))
+    return canvas
