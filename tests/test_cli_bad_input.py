@@ -156,3 +156,17 @@ def test_every_command_and_option_explains_itself():
     walk(build_parser(), "owp")
     text = build_parser()._subparsers._group_actions[0].choices["eval"].format_help()
     assert "(default: strict)" in text and "(default: 8)" in text
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path, capsys):
+    from PIL import Image
+
+    from owp.data.images import MAX_IMAGE_PIXELS
+
+    side = int(MAX_IMAGE_PIXELS**0.5) + 100  # a few hundred KB as PNG, gigabytes decoded
+    huge = tmp_path / "in" / "huge.png"
+    huge.parent.mkdir()
+    Image.new("L", (side, side)).save(huge)
+    checkpoint = _checkpoint(tmp_path / "run" / "last.pt")
+    status = main(["predict", str(checkpoint), str(huge), "--out", str(tmp_path / "out")])
+    assert_one_line_error(capsys, status, str(huge), "Mpx")

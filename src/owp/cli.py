@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = args.handler(args)
     except (OwpInputError, TrainingError) as err:
+        _close_progress_bars()
         print(f"owp: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. an output folder that cannot be created: one line, no traceback
@@ -37,6 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("owp: interrupted", file=sys.stderr)
         return 130
     return status if isinstance(status, int) else 0
+
+
+def _close_progress_bars() -> None:
+    """End the progress bars an error interrupted, so that the error starts its own line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

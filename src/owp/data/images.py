@@ -1,6 +1,7 @@
 """Image decoding: any file PIL reads becomes an RGB ``uint8`` array or a float tensor in 0..1.
 
-Grayscale, RGBA/LA (alpha dropped), palette, CMYK and 1-bit images are converted to RGB;
+Images over :data:`MAX_IMAGE_PIXELS` are refused before decoding. Grayscale, RGBA/LA (alpha
+dropped), palette, CMYK and 1-bit images are converted to RGB;
 16-bit and 32-bit integer grayscale images are scaled from their full range (not clipped at
 255, which is what a plain ``Image.convert("RGB")`` would do). EXIF orientation is ignored, as
 COCO annotations are given in stored pixel coordinates.
@@ -8,6 +9,7 @@ COCO annotations are given in stored pixel coordinates.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,11 @@ from owp.errors import OwpInputError
 
 if TYPE_CHECKING:
     import torch
+
+MAX_IMAGE_PIXELS = 64_000_000
+"""Images with more pixels (e.g. 8000 x 8000) are refused before decoding, in one line: a
+detector resizes them to ~1 Mpx anyway, and decoding one costs gigabytes of memory. PIL's own
+decompression-bomb check (and its two-line warning) is replaced by this one."""
 
 _WIDE_INTEGER_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
 
@@ -32,9 +39,14 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise OwpInputError("image file not found", path=path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb_array(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixels(image.size, path)
+                image.load()
+                return to_rgb_array(image)
+    except OwpInputError:
+        raise
     except (
         UnidentifiedImageError,
         OSError,
@@ -44,6 +56,17 @@ def read_rgb(path: str | Path) -> np.ndarray:
     ) as err:
         reason = "truncated" if "truncated" in str(err) else "unreadable"
         raise OwpInputError(f"{reason} image ({_short(err)})", path=path) from None
+
+
+def _check_pixels(size: tuple[int, int], path: Path) -> None:
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise OwpInputError(
+            f"image is {width}x{height} ({width * height / 1e6:.0f} Mpx), over owp's limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx; downscale it first (a detector resizes it to "
+            "about 1 Mpx anyway)",
+            path=path,
+        )
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
