@@ -162,3 +162,22 @@ def test_bad_options_are_one_line(run, images, tmp_path, argv, message, capsys):
 def test_a_source_needs_images(capsys):
     assert main(["predict", "torchvision:fcos_resnet50_fpn", "--out", "o"]) == 2
     assert "name the image files or folders" in capsys.readouterr().err
+
+
+def test_help_of_export_and_predict_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from owp.cli import main\n"
+        "for command in ('export', 'predict'):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main([command, '--help'])\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

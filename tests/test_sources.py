@@ -17,7 +17,7 @@ from owp.cli import main
 from owp.errors import OwpInputError
 from owp.sources import init_state, load_source, weights_enum, weights_file
 
-SMALL = {"min_size": 320, "max_size": 512}  # torchvision's own resize, at a CPU-friendly size
+SMALL = {"min_size": 224, "max_size": 320}  # torchvision's own resize, at a CPU-friendly size
 
 
 def hub_file(name: str) -> Path:
@@ -51,18 +51,20 @@ def random_faster_rcnn(builder: str, **kwargs) -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def torch_home(tmp_path_factory):
-    """A torch hub cache holding random torchvision FCOS and Faster R-CNN (v1) weights."""
+    """A torch hub cache holding random torchvision FCOS and Faster R-CNN (v1) weights; yields
+    those torchvision models (resizing to ``SMALL``)."""
     home = tmp_path_factory.mktemp("torch-home")
+    models = {
+        "fcos_resnet50_fpn": random_fcos(**SMALL),
+        "fasterrcnn_resnet50_fpn": random_faster_rcnn("fasterrcnn_resnet50_fpn", **SMALL),
+    }
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TORCH_HOME", str(home))
-        for name, model in (
-            ("fcos_resnet50_fpn", random_fcos()),
-            ("fasterrcnn_resnet50_fpn", random_faster_rcnn("fasterrcnn_resnet50_fpn")),
-        ):
+        for name, model in models.items():
             file = hub_file(name)
             file.parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), file)
-        yield home
+        yield models
 
 
 @pytest.fixture
@@ -82,7 +84,7 @@ def image_tensor(h: int, w: int, seed: int) -> torch.Tensor:
 
 def test_fcos_source_gives_torchvision_detections(torch_home):
     model = owp.load("torchvision:fcos_resnet50_fpn", scoring="cls*centerness", **SMALL)
-    reference = random_fcos(**SMALL)
+    reference = torch_home["fcos_resnet50_fpn"]
     batch = [image_tensor(240, 320, 1)]
     with torch.no_grad():
         expected, ours = reference(batch), model(batch)
@@ -111,9 +113,10 @@ def test_fcos_source_proposals_are_ranked_by_centerness(torch_home):
 
 @pytest.mark.parametrize("builder", ["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"])
 def test_faster_rcnn_sources_give_its_rpn_objectness(torch_home, builder, tmp_path):
-    reference = random_faster_rcnn(builder, **SMALL)
+    reference = torch_home.get(builder)
     weights = None
-    if builder.endswith("_v2"):  # from a local file instead of the hub cache
+    if reference is None:  # v2, from a local file instead of the hub cache
+        reference = random_faster_rcnn(builder, **SMALL)
         weights = tmp_path / "v2.pth"
         torch.save(reference.state_dict(), weights)
     model = owp.load(f"torchvision:{builder}", weights=weights, **SMALL)
@@ -215,7 +218,7 @@ def test_init_state_starts_a_class_agnostic_iou_model_from_torchvision_fcos(torc
         "head.regression_head.bbox_iou.weight",
         "head.regression_head.bbox_iou.bias",
     }
-    reference = random_fcos()
+    reference = torch_home["fcos_resnet50_fpn"]
     torch.testing.assert_close(
         model.backbone.body.layer1[0].conv1.weight, reference.backbone.body.layer1[0].conv1.weight
     )
