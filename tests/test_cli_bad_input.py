@@ -45,6 +45,21 @@ def _checkpoint(path: Path, name: str = "fcos_owp_tiny", config_name: str | None
     return save_checkpoint(path, model=model, optimizer=None, scheduler=None, step=1, config=config)
 
 
+def _train_demo(run: Path, data: Path, override: str) -> list[str]:
+    """``owp train`` of the demo preset on ``data`` into ``run`` with one ``--set``."""
+    return [
+        "train",
+        "--preset",
+        "demo",
+        "--out",
+        str(run),
+        "--set",
+        f"data.train={data}",
+        "--set",
+        override,
+    ]
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
 def test_eval_with_an_unreadable_image_names_it(small_set, tmp_path, capsys, damage):
     data = tmp_path / "set"
@@ -69,19 +84,7 @@ def test_eval_with_an_unreadable_image_names_it(small_set, tmp_path, capsys, dam
 
 def test_init_from_a_checkpoint_of_another_model(small_set, tmp_path, capsys):
     checkpoint = _checkpoint(tmp_path / "rpn.pt", name="rpn_tiny")
-    status = main(
-        [
-            "train",
-            "--preset",
-            "demo",
-            "--out",
-            str(tmp_path / "run"),
-            "--set",
-            f"data.train={small_set}",
-            "--set",
-            f"train.init={checkpoint}",
-        ]
-    )
+    status = main(_train_demo(tmp_path / "run", small_set, f"train.init={checkpoint}"))
     assert_one_line_error(capsys, status, str(checkpoint), "rpn_tiny", "fcos_owp_tiny")
     assert not (tmp_path / "run" / "last.pt").exists()
 
@@ -105,19 +108,7 @@ def test_bad_config_values_stop_before_anything_is_read_or_written(
     small_set, tmp_path, capsys, override, fragment
 ):
     before = _tree(small_set)
-    status = main(
-        [
-            "train",
-            "--preset",
-            "demo",
-            "--out",
-            str(tmp_path / "run"),
-            "--set",
-            f"data.train={small_set}",
-            "--set",
-            override,
-        ]
-    )
+    status = main(_train_demo(tmp_path / "run", small_set, override))
     assert_one_line_error(capsys, status, fragment)
     assert not (tmp_path / "run").exists()
     assert _tree(small_set) == before

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from owp.errors import OwpInputError
+from owp.models.backbones import read_state_dict
 
 TORCHVISION_PREFIX = "torchvision:"
 ONNX_SUFFIX = ".onnx"
@@ -130,24 +131,6 @@ def weights_file(name: str, weights: str | Path | None = None) -> Path:
             path=file,
         )
     return file
-
-
-def read_state_dict(file: Path) -> dict[str, Tensor]:
-    """The tensors of a saved state dict (optionally under ``"model"`` / ``"state_dict"``)."""
-    try:
-        content = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling / zip failure: an unreadable file
-        raise OwpInputError(f"cannot read weights ({type(error).__name__})", path=file) from None
-    if isinstance(content, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(content.get(key), dict):
-                content = content[key]
-                break
-    if not isinstance(content, dict) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items()
-    ):
-        raise OwpInputError("not a state dict of tensors", path=file)
-    return content
 
 
 def _load_strict(model: nn.Module, state: dict[str, Tensor], file: Path, what: str) -> None:

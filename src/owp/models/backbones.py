@@ -144,7 +144,7 @@ def resnet_fpn_backbone(
     )
     if weights_backbone is not None:
         file = _weights_file(depth, weights_backbone)
-        _load_trunk(backbone.body, _read_state_dict(file), file, depth)
+        _load_trunk(backbone.body, read_state_dict(file, "backbone weights"), file, depth)
 
     trainable = {name for stage in _TRAINABLE_STAGES[:trainable_layers] for name in stage}
     for name, parameter in backbone.body.named_parameters():
@@ -196,16 +196,18 @@ def _resolve_weights(depth: int, name: str) -> WeightsEnum:
     return enum[member]
 
 
-def _read_state_dict(file: Path) -> dict[str, Tensor]:
-    """Tensors of a saved state dict, unwrapped from a ``"model"``/``"state_dict"`` entry."""
+def read_state_dict(file: Path, what: str = "weights") -> dict[str, Tensor]:
+    """Tensors of a saved state dict, unwrapped from a ``"model"``/``"state_dict"`` entry.
+
+    Raises :class:`OwpInputError` naming ``file`` (and ``what`` it should hold) when it is
+    missing, unreadable or not a mapping of names to tensors.
+    """
     if not file.is_file():
-        raise OwpInputError("backbone weights file not found", path=file)
+        raise OwpInputError(f"{what} file not found", path=file)
     try:
         content = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # any unpickling/zip failure means an unreadable file
-        raise OwpInputError(
-            f"cannot read backbone weights ({type(error).__name__})", path=file
-        ) from error
+        raise OwpInputError(f"cannot read {what} ({type(error).__name__})", path=file) from None
     if isinstance(content, dict):
         for key in ("model", "state_dict"):
             if isinstance(content.get(key), dict):
@@ -214,7 +216,7 @@ def _read_state_dict(file: Path) -> dict[str, Tensor]:
     if not isinstance(content, dict) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items()
     ):
-        raise OwpInputError("backbone weights file is not a state dict of tensors", path=file)
+        raise OwpInputError(f"{what} file is not a state dict of tensors", path=file)
     return content
 
 
