@@ -246,3 +246,18 @@ def test_the_practical_preset_starts_from_torchvision_fcos(torch_home):
     model = owp.create_model(config.model.name, **config.model.options)
     result = model.load_state_dict(init_state(config.train.init, model)["model"], strict=False)
     assert result.unexpected_keys == [] and all("bbox_iou" in k for k in result.missing_keys)
+
+
+def test_the_trainer_starts_from_a_torchvision_source(torch_home, tmp_path):
+    from dataclasses import replace
+
+    from owp.config import load_preset
+    from owp.engine.trainer import Trainer
+
+    config = load_preset("coco-all-iou-from-torchvision")
+    config = replace(config, train=replace(config.train, device="cpu", amp=False))
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    theirs = torch_home["fcos_resnet50_fpn"].state_dict()
+    ours = trainer.model.state_dict()
+    for key in ("backbone.body.layer4.2.conv3.weight", "head.regression_head.bbox_reg.weight"):
+        assert torch.equal(ours[key], theirs[key]), key

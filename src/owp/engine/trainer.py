@@ -425,13 +425,18 @@ class Trainer:
         )
 
     def _initialise_from(self, init: str) -> None:
-        """Load weights from a checkpoint, or from ``run:NAME`` = ``<runs folder>/NAME/last.pt``
+        """Load weights from a checkpoint, from ``run:NAME`` = ``<runs folder>/NAME/last.pt``
         (the run of preset NAME next to this one, e.g. the ``owp`` run a ``finetune`` starts
-        from)."""
+        from), or from a torchvision source ``torchvision:NAME`` (its weights that fit)."""
         path = init
         if init.startswith(RUN_PREFIX):
             path = self.run_dir.parent / init.removeprefix(RUN_PREFIX) / LAST
-        state = load_checkpoint(path)
+        if init.startswith("torchvision:"):
+            from owp.sources import init_state
+
+            state = init_state(init, self.model)
+        else:
+            state = load_checkpoint(path)
         source = (state.get("config") or {}).get("model", {}).get("name", "another model")
         expected = self.model.state_dict()
         mismatched = [
