@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from owp.errors import OwpInputError
 from owp.models.backbones import read_state_dict
+from owp.models.rcnn import IMAGENET_MEAN, IMAGENET_STD
 
 TORCHVISION_PREFIX = "torchvision:"
 ONNX_SUFFIX = ".onnx"
@@ -170,8 +171,8 @@ class FasterRCNNSourceConfig:
     post_nms_top_n: int = 100
     min_size: int = 800
     max_size: int = 1333
-    image_mean: tuple[float, ...] = field(default=(0.485, 0.456, 0.406))
-    image_std: tuple[float, ...] = field(default=(0.229, 0.224, 0.225))
+    image_mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
+    image_std: tuple[float, ...] = field(default=IMAGENET_STD)
 
     def postprocess_config(self):
         from owp.models.rcnn import RCNNPostprocessConfig
