@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="10,20,50,100,300,1000",
         help="budgets k (default 10,20,50,100,300,1000)",
     )
+    _add_per_category_argument(proposals)
     proposals.set_defaults(handler=_run_eval_proposals)
 
     detections = commands.add_parser(
@@ -219,6 +220,7 @@ def _add_model_commands(commands) -> None:
         help="strict: every proposal counts in the budget; oln: those on base objects do not",
     )
     evaluate.add_argument("--max-dets", default="10,20,50,100,300,1000", help="budgets k")
+    _add_per_category_argument(evaluate)
     evaluate.add_argument(
         "--scoring",
         help="rank proposals by this scoring instead of the run's (FCOS-OWP: centerness, iou, "
@@ -437,6 +439,16 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str
     parser.add_argument("--out", type=Path, help="metrics JSON to write")
 
 
+def _add_per_category_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--per-category",
+        action="store_true",
+        help="also each novel class's count, recall@100 at IoU 0.5 and AR@100 (the strict "
+        "protocol on that class's objects alone): a table sorted by AR, 'per_category' in the "
+        "metrics JSON and a bar plot <out stem>_per_category.png beside it",
+    )
+
+
 def _add_data_commands(commands) -> None:
     data = commands.add_parser(
         "data", help="make, split and inspect datasets", description="Dataset tools."
@@ -574,6 +586,15 @@ def _run_eval(args: argparse.Namespace) -> None:
         names = " and ".join(metrics["reused"])
         print(f"reused {names} in {out}: same weights, scoring and data (--force predicts again)")
     _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol']} protocol")
+    if args.per_category:
+        from owp.evaluation.proposals import category_budget, per_category_recall
+        from owp.files import write_json
+
+        metrics["per_category"] = per_category_recall(
+            ann_file, out / "proposals.json", split, budget=category_budget(max_dets)
+        )
+        write_json(out / "metrics.json", metrics)
+        _report_per_category(metrics["per_category"], out / "metrics.json")
     print(f"proposals and metrics in {out}")
 
 
@@ -804,6 +825,7 @@ def _run_eval_proposals(args: argparse.Namespace) -> None:
         protocol=args.protocol,
         max_dets=max_dets,
         engine=args.engine,
+        per_category=args.per_category,
     )
     title = (
         f"novel-class recall (%), split {metrics['split']}, protocol {metrics['protocol']}, "
@@ -811,6 +833,25 @@ def _run_eval_proposals(args: argparse.Namespace) -> None:
     )
     print(metrics_table([metrics], recall_columns(metrics), title=title))
     _write_metrics(args.out, metrics)
+    if args.per_category:
+        _report_per_category(metrics["per_category"], args.out)
+
+
+def _report_per_category(rows: list[dict], out: Path | None) -> None:
+    """Print the per-category table (sorted by AR) and, beside ``out``, draw its bar plot."""
+    from owp.evaluation.report import metrics_table
+
+    columns = ["name", "category_id", "count", *(k for k in rows[0] if k.startswith(("R", "A")))]
+    title = "per-category recall (%), strict protocol on each class's objects alone"
+    print(metrics_table(rows, columns, title=title))
+    if out is not None:
+        from owp.viz.plots import plot_per_category
+
+        budget = int(columns[-1].removeprefix("AR@"))
+        plot = plot_per_category(
+            out.with_name(f"{out.stem}_per_category.png"), rows, budget=budget
+        )
+        print(f"wrote {plot}")
 
 
 def _run_eval_detections(args: argparse.Namespace) -> None:

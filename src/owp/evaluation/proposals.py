@@ -10,8 +10,11 @@ Two protocols (DESIGN.md §6), always named in the report:
   removed, so they do not consume the budget k; the rest is evaluated as in ``strict``.
 
 AR@k is the recall at ``maxDets=k`` averaged over IoU thresholds 0.50:0.05:0.95, as
-pycocotools computes it. The COCO engine is faster-coco-eval; ``engine="pycocotools"`` runs the
-reference implementation instead (same numbers, slower).
+pycocotools computes it. Per-category recall (:func:`per_category_recall`) is the strict protocol
+restricted to one novel category's ground truth at a time: COCOeval with ``useCats=0`` on that
+category's boxes alone, every proposal a candidate for them. The COCO engine is
+faster-coco-eval; ``engine="pycocotools"`` runs the reference implementation instead (same
+numbers, slower).
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from owp.data.coco import load_instances
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
 from owp.evaluation.cocoeval import AREA_NAMES, AREA_RANGES, check_engine, run_cocoeval
-from owp.evaluation.matching import candidate_pairs, first_matches, layout, recall_counts
+from owp.evaluation.matching import (
+    IOU_THRESHOLDS,
+    candidate_pairs,
+    first_matches,
+    layout,
+    recall_counts,
+)
 from owp.evaluation.results import ResultArrays, Results, read_result_arrays
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,7 @@ def evaluate_proposals(
     protocol: str = "strict",
     max_dets: Sequence[int] = DEFAULT_MAX_DETS,
     engine: str = "owp",
+    per_category: bool = False,
 ) -> dict[str, Any]:
     """Novel-class AR@k of class-agnostic proposals.
 
@@ -58,6 +68,8 @@ def evaluate_proposals(
         max_dets: the budgets k, positive integers.
         engine: ``"owp"`` (owp's vectorised matcher), ``"faster-coco-eval"`` or
             ``"pycocotools"`` (COCOeval itself: the references, same numbers).
+        per_category: also add ``"per_category"``: :func:`per_category_recall` at budget K
+            (the strict protocol per category, whatever ``protocol`` is).
 
     Returns:
         ``{"AR@<k>": float for each k, "AR_small@K", "AR_medium@K", "AR_large@K", "protocol",
@@ -71,12 +83,7 @@ def evaluate_proposals(
     check_engine(engine)
     gt_name = gt if isinstance(gt, str | Path) else "ground truth"
     dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
-    split = resolve_split(split, dataset["categories"], gt_name)
-    if not split.novel_ids:
-        raise OwpInputError(
-            f"split {split.name!r} has no novel classes to evaluate; name a split with novel "
-            "classes (a split file with 'base: []' evaluates every class)"
-        )
+    split = _with_novel_classes(resolve_split(split, dataset["categories"], gt_name))
     image_ids = [img["id"] for img in dataset["images"]]
     name = proposals if isinstance(proposals, str | Path) else "proposals"
     columns = read_result_arrays(proposals, image_ids, name=name)
@@ -86,7 +93,7 @@ def evaluate_proposals(
         "annotations": [a for a in dataset["annotations"] if a["category_id"] in novel],
         "categories": [c for c in dataset["categories"] if c["id"] in novel],
     }
-    size_budget = max((k for k in budgets if k <= 100), default=min(budgets))
+    size_budget = category_budget(budgets)
     if engine == "owp":
         recalls = _owp_recalls(dataset, columns, split, protocol, budgets)
     else:
@@ -106,7 +113,164 @@ def evaluate_proposals(
         num_images=len(image_ids),
         num_gt=sum(1 for a in gt_dataset["annotations"] if not a["iscrowd"]),
     )
+    if per_category:
+        metrics["per_category"] = _per_category(dataset, columns, split, size_budget, engine)
     return metrics
+
+
+def category_budget(budgets: Sequence[int]) -> int:
+    """The budget K of the size and per-category figures: 100, or the largest listed k below
+    100 (the smallest k if all exceed 100)."""
+    return max((k for k in budgets if k <= 100), default=min(budgets))
+
+
+def per_category_recall(
+    gt: str | Path | Mapping[str, Any],
+    proposals: str | Path | Results,
+    split: str | Path | SplitSpec | ClassSplit,
+    *,
+    budget: int = 100,
+    engine: str = "owp",
+) -> list[dict[str, Any]]:
+    """Recall of class-agnostic proposals on each novel category's ground truth alone.
+
+    For each novel category, the strict protocol restricted to its boxes: COCOeval with
+    ``useCats=0`` on that category's ground truth (crowd regions ignored, as always) and all
+    proposals, ``maxDets=budget``. Proposals on objects of other categories neither help nor
+    hurt, except by taking budget.
+
+    Returns:
+        One dict per novel category, sorted by AR (best first; categories without ground truth
+        last, then by name): ``{"category_id", "name", "count"`` (non-crowd boxes),
+        ``"R50@<budget>"`` (recall at IoU 0.5), ``"AR@<budget>"`` (mean over IoU 0.50:0.95)``}``;
+        recalls are fractions, ``None`` for a category without ground truth.
+    """
+    check_engine(engine)
+    budget = check_max_dets([budget])[0]
+    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    split = _with_novel_classes(resolve_split(split, dataset["categories"], gt_name))
+    image_ids = [img["id"] for img in dataset["images"]]
+    name = proposals if isinstance(proposals, str | Path) else "proposals"
+    columns = read_result_arrays(proposals, image_ids, name=name)
+    return _per_category(dataset, columns, split, budget, engine)
+
+
+def _with_novel_classes(split: ClassSplit) -> ClassSplit:
+    """``split`` when it names novel classes, else an :class:`OwpInputError`."""
+    if not split.novel_ids:
+        raise OwpInputError(
+            f"split {split.name!r} has no novel classes to evaluate; name a split with novel "
+            "classes (a split file with 'base: []' evaluates every class)"
+        )
+    return split
+
+
+def _per_category(
+    dataset: Mapping[str, Any],
+    proposals: ResultArrays,
+    split: ClassSplit,
+    budget: int,
+    engine: str,
+) -> list[dict[str, Any]]:
+    """:func:`per_category_recall` on loaded, checked inputs."""
+    categories = sorted(split.novel_ids)
+    if engine == "owp":
+        matched, totals = _owp_category_counts(dataset, proposals, categories, budget)
+    else:
+        matched, totals = _cocoeval_category_counts(
+            dataset, proposals.to_list(), categories, budget, engine
+        )
+    names = {c["id"]: c.get("name", str(c["id"])) for c in dataset["categories"]}
+    rows = []
+    for c, category in enumerate(categories):
+        total = int(totals[c])
+        recall = matched[:, c] / total if total else None
+        rows.append(
+            {
+                "category_id": category,
+                "name": names.get(category, str(category)),
+                "count": total,
+                f"R50@{budget}": None if recall is None else float(recall[0]),
+                f"AR@{budget}": None if recall is None else float(np.mean(recall)),
+            }
+        )
+    key = f"AR@{budget}"
+    return sorted(rows, key=lambda r: (r[key] is None, -(r[key] or 0.0), r["name"]))
+
+
+def _owp_category_counts(
+    dataset: Mapping[str, Any],
+    proposals: ResultArrays,
+    categories: Sequence[int],
+    budget: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-category matching by owp's matcher: ``([T, C] matched boxes within the budget,
+    [C] non-crowd boxes)`` for ``categories`` (ascending ids).
+
+    Each (image, category) pair with ground truth becomes a matching problem of its own (a
+    "virtual image") holding that category's boxes and the image's best ``budget`` proposals,
+    so that every category is matched on its own, as COCOeval on its ground truth alone, in
+    one pass for all categories.
+    """
+    images = np.array([img["id"] for img in dataset["images"]], dtype=np.int64)
+    by_id = np.argsort(images, kind="stable")
+    index_of = lambda ids: by_id[np.searchsorted(images[by_id], ids)]  # noqa: E731
+    anns = dataset["annotations"]
+    category = np.array([a["category_id"] for a in anns], dtype=np.int64)
+    crowd = np.array([bool(a["iscrowd"]) for a in anns], dtype=bool)
+    picked = np.flatnonzero(np.isin(category, categories) & ~crowd)
+    gt_image = index_of(np.array([anns[i]["image_id"] for i in picked], dtype=np.int64))
+    column = np.searchsorted(categories, category[picked])
+    det_image = index_of(proposals.image_ids)
+    # The best `budget` of each image, back in input order (COCOeval breaks score ties by it).
+    kept = np.sort(
+        layout(
+            len(images), gt_image, category[picked], det_image, proposals.scores, budget
+        ).det_index
+    )
+    virtual, gt_virtual = np.unique(gt_image * len(categories) + column, return_inverse=True)
+    per_image = np.bincount(virtual // len(categories), minlength=len(images))
+    first = np.cumsum(per_image) - per_image
+    copies = per_image[det_image[kept]]
+    source = np.repeat(kept, copies)
+    offset = np.arange(len(source)) - np.repeat(np.cumsum(copies) - copies, copies)
+    det_virtual = first[det_image[source]] + offset
+    lay = layout(
+        len(virtual), gt_virtual, category[picked], det_virtual, proposals.scores[source], budget
+    )
+    gt_boxes = np.array([anns[i]["bbox"] for i in picked], dtype=np.float64).reshape(-1, 4)
+    pairs = candidate_pairs(lay, proposals.boxes[source][lay.det_index], gt_boxes[lay.gt_index])
+    regular = column[lay.gt_index][None, :] == np.arange(len(categories))[:, None]
+    counts = recall_counts(pairs, lay.det_rank, regular, [budget])
+    return counts[:, :, 0], regular.sum(axis=1)
+
+
+def _cocoeval_category_counts(
+    dataset: Mapping[str, Any],
+    proposals: Results,
+    categories: Sequence[int],
+    budget: int,
+    engine: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_owp_category_counts` from a COCO engine: one COCOeval per category."""
+    matched = np.zeros((len(IOU_THRESHOLDS), len(categories)))
+    totals = np.zeros(len(categories), dtype=np.int64)
+    for c, category in enumerate(categories):
+        anns = [a for a in dataset["annotations"] if a["category_id"] == category]
+        totals[c] = sum(1 for a in anns if not a["iscrowd"])
+        if not totals[c]:
+            continue
+        own = {
+            "images": dataset["images"],
+            "annotations": anns,
+            "categories": [k for k in dataset["categories"] if k["id"] == category],
+        }
+        recall = run_cocoeval(
+            own, proposals, [budget], use_cats=False, category_id=category, engine=engine
+        )["recall"]
+        matched[:, c] = recall[:, 0, 0, 0] * totals[c]
+    return matched, totals
 
 
 def _cocoeval_recalls(

@@ -1,4 +1,5 @@
-"""Study figures: recall against the budget k and against the IoU threshold, score histograms.
+"""Study figures: recall against the budget k and against the IoU threshold, per-category recall
+bars, score histograms, training curves.
 
 Every function takes plain data (recalls as fractions, scores as floats), writes one PNG (parent
 folders created) and returns its path. Recalls are drawn in percent.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -61,6 +63,49 @@ def plot_recall_vs_iou(
     ax.set_xlabel("IoU threshold")
     ax.set_ylabel(f"novel-class recall@{k} (%)")
     return _finish(fig, ax, path, title or f"Novel-class recall at {k} proposals against IoU")
+
+
+def plot_per_category(
+    path: str | Path, rows: Sequence[Mapping[str, Any]], *, budget: int = 100, title: str = ""
+) -> Path:
+    """Horizontal bars of each category's AR@``budget``, recall at IoU 0.5 as a lighter bar
+    behind it, best category on top; ``rows`` as :func:`owp.evaluation.proposals.
+    per_category_recall` returns them. Categories without ground truth are left out."""
+    ar_key, r50_key = f"AR@{budget}", f"R50@{budget}"
+    shown = sorted((r for r in rows if r[ar_key] is not None), key=lambda r: r[ar_key])
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.24 * max(len(shown), 1)))
+    positions = np.arange(len(shown))
+    labels = [f"{r['name']} ({r['count']})" for r in shown]
+    ax.barh(positions, [100.0 * r[r50_key] for r in shown], color="tab:blue", alpha=0.3,
+            label=f"recall@{budget}, IoU 0.5")  # fmt: skip
+    ax.barh(positions, [100.0 * r[ar_key] for r in shown], height=0.5, color="tab:blue",
+            label=f"AR@{budget}, IoU 0.50:0.95")  # fmt: skip
+    ax.set_yticks(positions, labels, fontsize="small")
+    ax.set_ylim(-0.7, len(shown) - 0.3)
+    ax.set_xlim(0.0, 100.0)
+    ax.set_xlabel("recall (%)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+    ax.set_title(title or "Recall per novel category (objects in brackets)", pad=28)
+    return save_figure(fig, path)
+
+
+def plot_training_curves(path: str | Path, rows: Sequence[Mapping[str, float]]) -> Path:
+    """Losses (log axis) against the step, and the learning rate on a second axis; ``rows`` are
+    a run's ``metrics.csv`` rows as floats (``step``, ``lr`` and one column per loss)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    steps = [row["step"] for row in rows]
+    names = [k for k in (rows[0] if rows else {}) if k not in ("step", "lr")]
+    for name in names:
+        ax.plot(steps, [row[name] for row in rows], label=name, linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if rows and "lr" in rows[0]:
+        lr_axis = ax.twinx()
+        lr_axis.plot(steps, [row["lr"] for row in rows], color="black", linestyle=":", label="lr")
+        lr_axis.set_ylabel("learning rate (dotted)")
+    return _finish(fig, ax, path, "Training losses")
 
 
 def plot_score_histograms(
