@@ -1,17 +1,34 @@
 """Non-learned proposal baselines: what "no learning" scores on the open-world protocol.
 
-Both follow the model output contract (DESIGN.md §3): a dict with ``boxes`` (float32
+All follow the model output contract (DESIGN.md §3): a dict with ``boxes`` (float32
 ``[N, 4]`` xyxy pixels) and ``scores`` (float32 ``[N]``, descending), ``objectness`` equal to
-``scores``. Written by hand: no library ships these trivial generators.
+``scores``. Sliding windows and random boxes need only the image size and are written by hand
+(no library ships these trivial generators); Selective Search (Uijlings et al., IJCV 2013) needs
+the pixels and is OpenCV's contrib implementation (the ``baselines`` extra).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+from functools import cache
+from typing import Any
 
+import numpy as np
 import torch
 
-BASELINES: tuple[str, ...] = ("sliding-window", "random")
+from owp.errors import OwpInputError
+
+BASELINES: tuple[str, ...] = ("sliding-window", "random", "selective-search")
+PIXEL_BASELINES: tuple[str, ...] = ("selective-search",)
+"""Baselines that read the image (the others see only its width and height)."""
+SELECTIVE_SEARCH_MODES: tuple[str, ...] = ("fast", "quality")
+SELECTIVE_SEARCH_MAX_SIDE = 500
+"""Images whose longest side is larger are shrunk to it for Selective Search (boxes are mapped
+back): its cost grows with the pixel count, and 500 px is the scale of the PASCAL VOC images it
+was designed on."""
+INSTALL_HINT = 'pip install "owp[baselines]"'
 
 
 def sliding_window_proposals(
@@ -60,6 +77,92 @@ def random_proposals(
     corner = torch.rand(num, 2, generator=generator)
     x0, y0 = corner[:, 0] * (width - w), corner[:, 1] * (height - h)
     return _ranked(torch.stack([x0, y0, x0 + w, y0 + h], dim=1))
+
+
+def selective_search_proposals(
+    image: np.ndarray,
+    num: int = 1000,
+    *,
+    mode: str = "fast",
+    max_side: int = SELECTIVE_SEARCH_MAX_SIDE,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Selective Search boxes of an RGB ``uint8`` image ``[H, W, 3]``, in its own ranking.
+
+    OpenCV's ``createSelectiveSearchSegmentation`` with ``switchToSelectiveSearchFast`` or
+    ``...Quality`` (the paper's two settings, OpenCV's defaults: graph-segmentation k from 150 in
+    steps of 150, sigma 0.8) on the image shrunk so its longest side is at most ``max_side``.
+    Its output order is kept: OpenCV ranks each hierarchy's regions by ``rand() x level`` (the
+    paper's pseudo-random ranking, opencv_contrib modules/ximgproc/src/
+    selectivesearchsegmentation.cpp, ``hierarchicalGrouping``: "Compute regions' rank"),
+    dropping repeated boxes. That ``rand()`` is the C library's: it is seeded with ``seed``
+    (glibc takes 0 as 1) before each image, so that the same image gives the same boxes (where
+    ctypes finds no C library, as on Windows, it is not seeded). The first ``num`` boxes are
+    mapped back to the image's pixels (a rectangle of pixels ``x .. x+w-1`` is the box
+    ``[x, x+w]``, scaled by the resize factor of each axis); scores fall linearly with rank.
+    """
+    if mode not in SELECTIVE_SEARCH_MODES:
+        raise OwpInputError(
+            f"unknown Selective Search mode {mode!r}; use {' or '.join(SELECTIVE_SEARCH_MODES)}"
+        )
+    cv2 = require_opencv_contrib()
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    small_w, small_h = max(round(width * scale), 1), max(round(height * scale), 1)
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    if scale < 1.0:
+        bgr = cv2.resize(bgr, (small_w, small_h), interpolation=cv2.INTER_AREA)
+    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    search.setBaseImage(bgr)
+    if mode == "fast":
+        search.switchToSelectiveSearchFast()
+    else:
+        search.switchToSelectiveSearchQuality()
+    _seed_c_rand(seed)
+    rects = np.asarray(search.process(), dtype=np.float64).reshape(-1, 4)[:num]
+    factors = np.array([width / small_w, height / small_h] * 2)
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1) * factors
+    boxes = np.minimum(boxes, [width, height, width, height])
+    return _ranked(torch.from_numpy(boxes))
+
+
+def selective_search_available() -> bool:
+    """Whether OpenCV with its contrib module ``ximgproc`` (Selective Search) is installed."""
+    try:
+        require_opencv_contrib()
+    except OwpInputError:
+        return False
+    return True
+
+
+def require_opencv_contrib() -> Any:
+    """The ``cv2`` module with ``cv2.ximgproc``, else one line saying what to install."""
+    try:
+        import cv2
+    except ImportError:
+        raise OwpInputError(
+            f"Selective Search needs OpenCV's contrib modules: {INSTALL_HINT}"
+        ) from None
+    if not hasattr(cv2, "ximgproc"):
+        raise OwpInputError(
+            f"Selective Search needs OpenCV's contrib modules, and this cv2 has no ximgproc: "
+            f"{INSTALL_HINT} (if opencv-python still shadows it: pip install --force-reinstall "
+            "--no-deps opencv-contrib-python-headless)"
+        )
+    return cv2
+
+
+@cache
+def _c_library() -> ctypes.CDLL | None:
+    """The C library whose ``rand()`` OpenCV calls (``None`` where ctypes cannot find it)."""
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def _seed_c_rand(seed: int) -> None:
+    library = _c_library()
+    if library is not None:
+        library.srand(ctypes.c_uint(seed))
 
 
 def _tile(width: int, height: int, w: float, h: float, overlap: float) -> torch.Tensor:
