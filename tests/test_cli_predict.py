@@ -14,6 +14,7 @@ from PIL import Image
 
 from owp.cli import main
 from owp.config import DataConfig, ModelConfig, RunConfig
+from owp.engine.batching import input_shape_of
 from owp.engine.checkpoint import save_checkpoint
 from owp.engine.predict import aspect_batches, output_names
 from owp.models.factory import create_model
@@ -89,23 +90,25 @@ def test_top_k_and_score_thresh_cut_the_boxes(run, images, tmp_path):
     assert kept == [r for r in every if r["score"] > threshold] and 0 < len(kept) <= 30
 
 
-def test_batches_group_similar_aspect_ratios(run, images, tmp_path):
+def test_batches_group_images_of_one_padded_shape(run, images, tmp_path):
     paths = sorted(images.glob("*.jpg"))
-    batches = aspect_batches(paths, 2)
-    assert [sorted(paths[i].stem for i in batch) for batch in batches] == [
-        ["square", "tall"],
+    shape = input_shape_of(create_model("fcos_owp_tiny", min_size=128, max_size=192))
+    batches = aspect_batches(paths, 2, shape)
+    # wide and wider both resize to 192 px wide and pad to 96 x 192; the others stay alone.
+    assert sorted(sorted(paths[i].stem for i in batch) for batch in batches) == [
+        ["square"],
+        ["tall"],
         ["wide", "wider"],
     ]
     assert predict(run, images, "--out", tmp_path / "one") == 0
     assert predict(run, images, "--out", tmp_path / "two", "--batch-size", "2") == 0
-    for name in SIZES:
+    for name in SIZES:  # no image is padded more in a batch than alone: the same boxes
         single = json.loads((tmp_path / "one" / f"{name}.json").read_text())
         batched = json.loads((tmp_path / "two" / f"{name}.json").read_text())
         assert len(batched) == len(single) == 100
-        if name.startswith("wide"):  # both pad to 96 x 192 alone and together: same boxes
-            for got, expected in zip(batched[:20], single[:20], strict=True):
-                assert got["bbox"] == pytest.approx(expected["bbox"], abs=0.02)
-                assert got["score"] == pytest.approx(expected["score"], abs=1e-4)
+        for got, expected in zip(batched[:20], single[:20], strict=True):
+            assert got["bbox"] == pytest.approx(expected["bbox"], abs=0.02)
+            assert got["score"] == pytest.approx(expected["score"], abs=1e-4)
 
 
 def test_colliding_stems_get_distinct_names(run, tmp_path):

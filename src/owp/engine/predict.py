@@ -25,6 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from owp.data.images import read_image_tensor
+from owp.engine.batching import InputShape, inference_batches, input_shape_of, to_device
+from owp.engine.precision import autocast
 from owp.errors import OwpInputError
 from owp.files import write_json
 from owp.viz.overlays import save_overlay
@@ -84,21 +86,26 @@ def check_output_folder(out_dir: Path, paths: Sequence[Path]) -> None:
             )
 
 
-def aspect_batches(paths: Sequence[Path], batch_size: int) -> list[list[int]]:
-    """Indices of ``paths`` in batches of at most ``batch_size`` images of similar aspect
-    ratio (sorted by width / height, read from the file headers)."""
+def aspect_batches(
+    paths: Sequence[Path], batch_size: int, input_shape: InputShape | None = None
+) -> list[list[int]]:
+    """Indices of ``paths`` in batches of at most ``batch_size`` images that the model pads to
+    one input shape (``input_shape``: :func:`owp.engine.batching.input_shape_of`; default one
+    image size), sizes read from the file headers, so that batching changes no result."""
     if batch_size <= 1:
         return [[index] for index in range(len(paths))]
-    aspects = []
-    for path in paths:
+    sizes = []
+    for index, path in enumerate(paths):
         try:
             with Image.open(path) as image:
                 width, height = image.size
-            aspects.append(width / max(height, 1))
+            sizes.append((height, width))
         except Exception:  # unreadable: decoding reports it when its batch comes
-            aspects.append(1.0)
-    order = sorted(range(len(paths)), key=lambda index: (aspects[index], index))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+            sizes.append((-1, -1 - index))  # a batch of its own
+    shape = input_shape or (lambda height, width: (height, width))
+    return inference_batches(
+        sizes, batch_size, lambda h, w: shape(h, w) if h > 0 else (h, w)
+    )
 
 
 def _device(model: Any) -> torch.device:
@@ -141,6 +148,7 @@ def predict_images(
     output_format: str = "json",
     class_names: Sequence[str] | None = None,
     category_ids: Sequence[int] | None = None,
+    precision: str = "none",
     progress: bool = False,
 ) -> PredictionReport:
     """Run ``model`` over image files and write JSON and overlays into ``out_dir``.
@@ -152,7 +160,8 @@ def predict_images(
         top_k: boxes kept per image (best first; ``None``: all the model returns).
         draw: boxes drawn on each overlay.
         score_thresh: drop boxes scoring at or below this.
-        batch_size: images per model call, grouped by aspect ratio (ONNX files run one by one).
+        batch_size: images per model call, of one padded input shape (:func:`aspect_batches`:
+            the boxes do not depend on it; ONNX files run one by one).
         output_format: ``json`` (``<name>.json`` per image: a list of ``{"bbox": [x, y, w, h],
             "score", "objectness"}`` plus ``"label"``, ``"class_score"`` when the model
             classifies) or ``coco`` (one ``predictions.json``: ``images`` with the input file
@@ -160,6 +169,7 @@ def predict_images(
             and ``categories``).
         class_names: names of the model's labels (0-based), written instead of numbers.
         category_ids: the COCO ``category_id`` of each label (default: label + 1).
+        precision: autocast ``none`` (fp32), ``bf16`` or ``fp16`` (PyTorch models).
         progress: show a progress bar (images/s).
 
     Returns:
@@ -179,12 +189,15 @@ def predict_images(
     model.eval()
     report = PredictionReport()
     by_index: dict[int, tuple] = {}
+    overlays: dict[int, Path] = {}
+    files: dict[int, Path] = {}
     begin = time.perf_counter()
     bar = tqdm(total=len(paths), desc="predicting", unit="img", disable=not progress)
-    with torch.inference_mode():
-        for batch in aspect_batches(paths, batch_size):
+    shape = input_shape_of(model) if isinstance(model, torch.nn.Module) else None
+    with torch.inference_mode(), autocast(device, precision):
+        for batch in aspect_batches(paths, batch_size, shape):
             images = [read_image_tensor(paths[index]) for index in batch]
-            outputs = model([image.to(device) for image in images])
+            outputs = model(to_device(images, device))
             for index, image, output in zip(batch, images, outputs, strict=True):
                 output = {k: v.detach().cpu() for k, v in output.items()}
                 if score_thresh is not None:
@@ -196,21 +209,17 @@ def predict_images(
                 report.boxes += len(records)
                 name = names[index]
                 if output_format == "json":
-                    report.files.append(write_json(out_dir / f"{name}.json", records))
+                    files[index] = write_json(out_dir / f"{name}.json", records)
                 else:
                     labels = output["labels"].tolist() if "labels" in output else None
                     by_index[index] = (records, labels, tuple(image.shape[-2:]))
-                report.overlays.append(
-                    save_overlay(
-                        out_dir / f"{name}.png",
-                        image,
-                        output["boxes"],
-                        output["scores"],
-                        top_k=draw,
-                    )
+                overlays[index] = save_overlay(
+                    out_dir / f"{name}.png", image, output["boxes"], output["scores"], top_k=draw
                 )
             bar.update(len(batch))
     bar.close()
+    report.overlays = [overlays[index] for index in sorted(overlays)]
+    report.files = [files[index] for index in sorted(files)]
     if output_format == "coco":
         report.files.append(
             write_json(
