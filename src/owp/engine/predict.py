@@ -103,9 +103,7 @@ def aspect_batches(
         except Exception:  # unreadable: decoding reports it when its batch comes
             sizes.append((-1, -1 - index))  # a batch of its own
     shape = input_shape or (lambda height, width: (height, width))
-    return inference_batches(
-        sizes, batch_size, lambda h, w: shape(h, w) if h > 0 else (h, w)
-    )
+    return inference_batches(sizes, batch_size, lambda h, w: shape(h, w) if h > 0 else (h, w))
 
 
 def _device(model: Any) -> torch.device:
