@@ -39,137 +39,34 @@ Two choices keep the comparison like for like:
 from __future__ import annotations
 
 import argparse
-import math
-import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torchvision
 from torch import Tensor, nn
-from torchvision.models.detection import FCOS
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.ops import misc as misc_nn_ops
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 import bench_assign  # a sibling script: run as a script, benchmarks/ is on sys.path
-import owp
+from owp.engine import bench
+from owp.engine.bench import (
+    BACKBONES,
+    NUM_CLASSES,
+    TRAIN_BOXES,
+    device_name,
+    make_step,
+    peak_mib,
+    predict,
+    random_boxes,
+    synchronize,
+    take_turns,
+    torchvision_fcos,
+)
 from owp.models.assign import assign, make_points, pad_targets
 
-NUM_CLASSES = 91
-TRAIN_BOXES = 5
 ASSIGN_BOXES = 10
-MIB = 2**20
-# Trunk set-ups: --backbone -> (torchvision norm layer, trainable stages counted from the top).
-BACKBONES: dict[str, tuple[type[nn.Module], int]] = {
-    "frozen": (misc_nn_ops.FrozenBatchNorm2d, 3),
-    "batch": (nn.BatchNorm2d, 5),
-}
-
-
-def torchvision_fcos(depth: int, norm: str, size: int) -> FCOS:
-    """torchvision's FCOS as ``fcos_resnet50_fpn`` builds it, with the trunk set up for ``norm``
-    (one of :data:`BACKBONES`)."""
-    norm_layer, trainable_layers = BACKBONES[norm]
-    trunk = getattr(torchvision.models, f"resnet{depth}")(weights=None, norm_layer=norm_layer)
-    backbone = _resnet_fpn_extractor(
-        trunk, trainable_layers, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256)
-    )
-    return FCOS(backbone, NUM_CLASSES, min_size=size, max_size=size)
 
 
 def owp_fcos(state: dict[str, Tensor], args: argparse.Namespace, **overrides: object) -> nn.Module:
     """``fcos_owp_r50_fpn`` with ``overrides``, torchvision's weights loaded where names match."""
-    model = owp.create_model(
-        "fcos_owp_r50_fpn",
-        depth=args.depth,
-        backbone_norm=args.backbone,
-        trainable_layers=BACKBONES[args.backbone][1],
-        min_size=args.size,
-        max_size=args.size,
-        **overrides,
-    )
-    result = model.load_state_dict(state, strict=False)
-    expected_missing = ("head.regression_head.bbox_iou.",)
-    unexpected_missing = [k for k in result.missing_keys if not k.startswith(expected_missing)]
-    if unexpected_missing:
-        raise RuntimeError(f"torchvision's state dict lacks {unexpected_missing[:3]} ...")
-    return model
-
-
-def random_boxes(count: int, height: int, width: int, generator: torch.Generator) -> Tensor:
-    """``[count, 4]`` xyxy boxes inside an image, sides log-uniform in [8, min(H, W)] px before
-    clipping."""
-    centre = torch.rand(count, 2, generator=generator) * torch.tensor([width, height])
-    longest = min(height, width)
-    side = torch.exp(torch.rand(count, 2, generator=generator) * math.log(longest / 8)) * 8
-    boxes = torch.cat([centre - side / 2, centre + side / 2], dim=1)
-    # Half a pixel inside the border: a clipped edge at 0 or W would put the farthest distance
-    # of many points exactly on a level bound (64, 128, ...), where owp's half-open size ranges
-    # and torchvision's open ones differ by design.
-    high = torch.tensor([width, height, width, height]) - 0.5
-    return boxes.clamp(min=0.5).minimum(high)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def elapsed(function: Callable[[], object], device: torch.device) -> float:
-    """Wall time of one call in seconds, the device synchronised on both sides."""
-    synchronize(device)
-    start = time.perf_counter()
-    function()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def take_turns(
-    functions: dict[str, Callable[[], object]], warmup: int, iters: int, device: torch.device
-) -> dict[str, float]:
-    """Median seconds per call of each function; they alternate within every iteration."""
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    for index in range(warmup + iters):
-        for name, function in functions.items():
-            seconds = elapsed(function, device)
-            if index >= warmup:
-                times[name].append(seconds)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def peak_mib(function: Callable[[], object], device: torch.device) -> float | None:
-    """Peak CUDA memory of one call above what was allocated before it, MiB (None on CPU)."""
-    if device.type != "cuda":
-        return None
-    synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    function()
-    synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / MIB
-
-
-def predict(model: nn.Module, images: list[Tensor]) -> list[dict[str, Tensor]]:
-    with torch.inference_mode():
-        return model(images)
-
-
-def make_step(
-    model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]]
-) -> Callable[[], None]:
-    """One SGD training step of ``model`` per call (lr 1e-3, momentum 0.9, decay 1e-4)."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9, weight_decay=1e-4)
-
-    def step() -> None:
-        optimizer.zero_grad()
-        losses = model(images, targets)
-        sum(losses.values()).backward()
-        optimizer.step()
-
-    return step
+    return bench.owp_fcos(state, args.depth, args.backbone, args.size, args.size, **overrides)
 
 
 def same_detections(first: list[dict[str, Tensor]], second: list[dict[str, Tensor]]) -> bool:
@@ -222,12 +119,6 @@ def benchmark_assignment(
     for _ in range(2):
         batched(), loop()
     return bench_assign.median_ms(batched, repeat), bench_assign.median_ms(loop, repeat), equal
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def print_table(rows: list[tuple[str, str, str, str, str, str]]) -> None:
