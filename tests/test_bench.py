@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from owp.cli import main
 from owp.engine.bench import INFERENCE_COLUMNS, TRAINING_COLUMNS
@@ -25,9 +26,12 @@ def table(text: str, title: str) -> list[list[str]]:
     return rows
 
 
-def test_quick_bench_prints_both_tables_with_positive_ratios(capsys, tmp_path):
+def test_quick_bench_prints_both_tables_with_positive_ratios(capsys, tmp_path, monkeypatch):
+    # The compiled variant's path, without inductor's minutes-long C++ build on a CPU.
+    monkeypatch.setattr(torch, "compile", lambda function, **kwargs: function)
     out = tmp_path / "bench.json"
     argv = ["bench", "--quick", "--device", "cpu", *TINY, "--iters", "1", "--warmup", "0"]
+    argv.append("--compile")
     assert main([*argv, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     inference, training = table(text, "Inference"), table(text, "Training step")
@@ -37,6 +41,7 @@ def test_quick_bench_prints_both_tables_with_positive_ratios(capsys, tmp_path):
         ["owp", "fp32", "1"],
         ["owp", "bf16", "1"],
         ["owp", "bf16 + channels-last", "1"],
+        ["owp", "bf16 + channels-last + compile", "1"],
     ]
     assert [row[:2] for row in training[2:]] == [
         ["torchvision", "fp32"],
