@@ -333,7 +333,16 @@ def test_items_for_base_classes(dataset_files: tuple[Path, Path]) -> None:
     assert torch.allclose(image[:, 0, 0], expected_pixel)
     assert torch.allclose(image[:, 29, 39], expected_pixel)
 
-    assert set(target) == {"boxes", "labels", "iscrowd", "ignore", "image_id", "orig_size"}
+    assert set(target) == {
+        "boxes",
+        "labels",
+        "iscrowd",
+        "ignore",
+        "pseudo",
+        "image_id",
+        "orig_size",
+    }
+    assert not target["pseudo"].any()
     assert target["boxes"].dtype == torch.float32
     assert target["boxes"].tolist() == [
         [2.0, 3.0, 12.0, 8.0],

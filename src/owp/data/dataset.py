@@ -7,7 +7,7 @@ evaluating annotation files never imports torch.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,15 @@ class CocoDetection(Dataset):
     * ``labels``: int64 ``[N]``, contiguous training labels (index into ``split.base_ids``);
     * ``iscrowd``: int64 ``[N]``, COCO's crowd flag; ``ignore``: bool ``[N]``, True for crowd
       regions, which a model must treat as ignore regions and never as positives;
+    * ``pseudo``: bool ``[N]``, True for the ``pseudo_boxes`` (self-training), which come after
+      the annotated boxes with label ``-1`` (no class): class-agnostic positives, never a
+      positive of a class nor background;
     * ``image_id``: int; ``orig_size``: int64 ``[2]`` as ``(height, width)``.
 
     Novel-class annotations are dropped (those objects become unlabelled). In ``training`` mode,
-    images left without any non-crowd base box are skipped unless ``keep_empty=True``.
+    images left without any non-crowd base box (or pseudo box) are skipped unless
+    ``keep_empty=True``. ``pseudo_boxes`` maps image ids to ``[x, y, w, h]`` boxes
+    (:func:`owp.data.pseudo.read_pseudo_labels`).
 
     Images are read from :func:`~owp.data.coco.image_path`: ``images_dir/file_name``, or for
     LVIS files (``coco_url``, no ``file_name``) ``images_dir/<train2017|val2017>/<name>`` with
@@ -52,6 +57,7 @@ class CocoDetection(Dataset):
         training: bool = True,
         keep_empty: bool | None = None,
         transforms: Transforms | None = None,
+        pseudo_boxes: Mapping[int, Sequence[Sequence[float]]] | None = None,
     ) -> None:
         self.images_dir = Path(images_dir)
         self.ann_file = Path(ann_file)
@@ -65,11 +71,14 @@ class CocoDetection(Dataset):
         for ann in coco["annotations"]:
             if self.split.is_base(ann["category_id"]):
                 per_image[ann["image_id"]].append(ann)
+        self.pseudo_boxes = dict(pseudo_boxes or {})
         keep_empty = (not training) if keep_empty is None else keep_empty
         self.images = [
             img
             for img in coco["images"]
-            if keep_empty or any(not a["iscrowd"] for a in per_image[img["id"]])
+            if keep_empty
+            or any(not a["iscrowd"] for a in per_image[img["id"]])
+            or self.pseudo_boxes.get(img["id"])
         ]
         self.annotations = {img["id"]: per_image[img["id"]] for img in self.images}
         self.categories = coco["categories"]
@@ -97,15 +106,21 @@ class CocoDetection(Dataset):
         """The target of item ``index`` without decoding its image."""
         info = self.images[index]
         anns = self.annotations[info["id"]]
-        boxes = torch.tensor([_xywh_to_xyxy(a["bbox"]) for a in anns], dtype=torch.float32)
-        iscrowd = torch.tensor([int(a["iscrowd"]) for a in anns], dtype=torch.int64)
+        pseudo = self.pseudo_boxes.get(info["id"], [])
+        boxes = torch.tensor(
+            [_xywh_to_xyxy(a["bbox"]) for a in anns] + [_xywh_to_xyxy(b) for b in pseudo],
+            dtype=torch.float32,
+        )
+        iscrowd = torch.tensor(
+            [int(a["iscrowd"]) for a in anns] + [0] * len(pseudo), dtype=torch.int64
+        )
+        labels = [self.split.label_of(a["category_id"]) for a in anns] + [-1] * len(pseudo)
         return {
             "boxes": boxes.reshape(-1, 4),
-            "labels": torch.tensor(
-                [self.split.label_of(a["category_id"]) for a in anns], dtype=torch.int64
-            ),
+            "labels": torch.tensor(labels, dtype=torch.int64),
             "iscrowd": iscrowd,
             "ignore": iscrowd.bool(),
+            "pseudo": torch.tensor([False] * len(anns) + [True] * len(pseudo), dtype=torch.bool),
             "image_id": int(info["id"]),
             "orig_size": torch.tensor([info["height"], info["width"]], dtype=torch.int64),
         }

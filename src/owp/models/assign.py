@@ -190,6 +190,21 @@ def pad_targets(
     )
 
 
+def pad_box_flags(flags: list[Tensor] | None, valid: Tensor) -> Tensor:
+    """Pad ``B`` bool tensors ``[M_i]`` of per-box flags (e.g. ``pseudo``) to ``valid``'s
+    ``[B, M]`` (from :func:`pad_targets`); ``None``: all False."""
+    counts = [int(count) for count in valid.sum(dim=1).tolist()]
+    return _pad_per_box("flags", flags, counts, valid, torch.bool)
+
+
+def assigned_to_flagged(matched: Tensor, flags: Tensor) -> Tensor:
+    """``[B, P]`` bool: the point is assigned (``matched >= 0``, from :func:`assign`) to a box
+    whose flag in ``flags`` ``[B, M]`` is set (e.g. a pseudo box)."""
+    if flags.shape[1] == 0:
+        return torch.zeros_like(matched, dtype=torch.bool)
+    return (matched >= 0) & flags.gather(1, matched.clamp(min=0))
+
+
 def _pad_per_box(
     name: str, values: list[Tensor] | None, counts: list[int], valid: Tensor, dtype: torch.dtype
 ) -> Tensor:

@@ -193,8 +193,9 @@ class TwoStageDetector(nn.Module, ABC):
     ``model(images)`` with ``images`` a list of ``Tensor[3, H, W]`` in 0..1:
 
     * training mode, with ``targets`` (per image ``boxes`` ``[N, 4]`` xyxy, ``labels`` ``[N]``
-      0-based, optional ``ignore`` ``[N]`` bool): a dict of named losses. Ignored (crowd) boxes
-      are dropped: torchvision's matchers have no ignore state.
+      0-based, optional ``ignore`` and ``pseudo`` ``[N]`` bool): a dict of named losses.
+      Ignored (crowd) boxes are dropped: torchvision's matchers have no ignore state. Pseudo
+      boxes are class-agnostic positives (see :meth:`_rcnn_targets`).
     * eval mode: per image ``boxes`` ``[K, 4]`` (original image coordinates), ``scores``,
       ``objectness``, and with ``scoring="cls"`` ``labels`` (0-based) and ``class_scores``.
 
@@ -245,21 +246,28 @@ class TwoStageDetector(nn.Module, ABC):
 
     def _rcnn_targets(self, targets: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """owp targets → torchvision's: ignored boxes dropped; labels ``+1`` when classifying
-        (0 is torchvision's background), all 1 (object) when class-agnostic."""
+        (0 is torchvision's background), all 1 (object) when class-agnostic.
+
+        Pseudo boxes (``pseudo``, self-training) stay: torchvision's RPN reads only the boxes,
+        so they are RPN positives, and class-agnostic RoI heads (label 1) take them as
+        positives too. A classifying model labels them ``-1``: a proposal matched to one gets
+        label -1, which torchvision's ``BalancedPositiveNegativeSampler`` draws neither as a
+        positive (``>= 1``) nor as background (``== 0``), so the class-specific RoI losses
+        ignore it.
+        """
         converted = []
         for target in targets:
-            keep = ~target["ignore"] if "ignore" in target else slice(None)
-            labels = target["labels"][keep]
+            count = len(target["boxes"])
+            ignore = target.get("ignore", torch.zeros(count, dtype=torch.bool))
+            pseudo = target.get("pseudo", torch.zeros(count, dtype=torch.bool))
+            keep = ~ignore.to(target["boxes"].device)
+            labels, pseudo = target["labels"][keep], pseudo.to(keep.device)[keep]
             if self.config.num_classes is not None:
-                check_labels(labels, self.config.num_classes)
-            converted.append(
-                {
-                    "boxes": target["boxes"][keep],
-                    "labels": labels + 1
-                    if self.config.num_classes is not None
-                    else torch.ones_like(labels),
-                }
-            )
+                check_labels(labels[~pseudo], self.config.num_classes)
+                labels = torch.where(pseudo, -1, labels + 1)
+            else:
+                labels = torch.ones_like(labels)
+            converted.append({"boxes": target["boxes"][keep], "labels": labels})
         return converted
 
 
