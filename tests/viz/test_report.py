@@ -147,6 +147,8 @@ def test_report_of_a_folder_that_is_neither_fails_in_one_line(tmp_path, capsys):
     assert owp("report", str(tmp_path), "--out", str(tmp_path / "r")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a run folder" in err
+    assert owp("report", str(tmp_path), "--out", str(tmp_path / "r"), "--gallery", "-1") == 2
+    assert "--gallery must be >= 0" in capsys.readouterr().err
 
 
 def test_eval_per_category_on_a_run(study, tmp_path, capsys):

@@ -111,7 +111,7 @@ def write_report(
     """
     source, out = Path(source), Path(out)
     if gallery < 0 or max_k < 1:
-        raise OwpInputError(f"gallery needs >= 0 images and max_k >= 1, got {gallery}, {max_k}")
+        raise OwpInputError(f"--gallery must be >= 0 and --max-k >= 1, got {gallery} and {max_k}")
     if out.exists() and not out.is_dir():
         raise OwpInputError("is a file, expected a report folder", path=out)
     study_rows = _study_rows(source)
