@@ -46,10 +46,10 @@ def test_overrides_parse_yaml_values():
             "train.max_iters=7",
             "model.scoring=geomean",
             "eval.max_dets=[10, 100]",
-            "train.amp=false",
+            "train.amp=bf16",
         ],
     )
-    assert config.train.max_iters == 7 and config.train.amp is False
+    assert config.train.max_iters == 7 and config.train.amp == "bf16"
     assert config.model.options["scoring"] == "geomean"
     assert config.eval.max_dets == (10, 100)
 
@@ -61,7 +61,8 @@ def test_overrides_parse_yaml_values():
         ("trainer.max_iters=5", "unknown section"),
         ("max_iters=5", "section.key=value"),
         ("train.max_iters=many", "train.max_iters must be an integer, got 'many'"),
-        ("train.amp=3", "true or false"),
+        ("train.amp=3", "train.amp must be a string, got 3"),
+        ("train.channels_last=3", "true or false"),
         ("train.checkpoint_period=0", r"train.checkpoint_period must be >= 1, got 0"),
         ("train.log_period=0", r"train.log_period must be >= 1, got 0"),
         ("train.steps=abc", r"train.steps must be a list of numbers, got 'abc'"),
