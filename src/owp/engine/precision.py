@@ -144,3 +144,23 @@ class _GuardedForward:
         except Exception as err:
             self.fallback.fail(err)
             return self.eager(*args, **kwargs)
+
+
+def prepare_for_inference(
+    model: Any,
+    device: torch.device,
+    *,
+    amp: str = "none",
+    channels_last: bool = False,
+    compile: bool = False,
+) -> str:
+    """Apply ``owp eval`` / ``owp predict``'s speed options to ``model`` (in place; a model
+    that is no ``nn.Module``, such as an ONNX file, is left as it is) and return the autocast
+    precision to run it under (:func:`resolve_amp` of ``amp`` on ``device``)."""
+    if not isinstance(model, nn.Module):
+        return "none"
+    if channels_last:
+        use_channels_last(model)
+    if compile:
+        compile_parts(model)
+    return resolve_amp(amp, device)
