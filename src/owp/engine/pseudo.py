@@ -384,22 +384,22 @@ def describe_quality(quality: Mapping[str, Any]) -> list[str]:
     """Human-readable lines of a :func:`pseudo_label_quality` result (percentages)."""
 
     def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.1f}"
+        return "n/a" if value is None else f"{100 * value:.1f} %"
 
     lines = [
         f"pseudo-label quality at IoU {quality['iou']:g} against the {quality['targets']} "
-        f"unlabelled objects: precision {pct(quality['precision'])} %, recall "
-        f"{pct(quality['recall'])} % ({quality['pseudo_boxes']} pseudo boxes)"
+        f"unlabelled objects: precision {pct(quality['precision'])}, recall "
+        f"{pct(quality['recall'])} ({quality['pseudo_boxes']} pseudo boxes)"
     ]
     for side, entry in quality["by_side"].items():
         lines.append(
-            f"  {side:>6}: recall {pct(entry['recall'])} % of {entry['targets']}, "
-            f"{pct(entry['share_of_pseudo'])} % of the pseudo boxes"
+            f"  {side:>6}: recall {pct(entry['recall'])} of {entry['targets']}, "
+            f"{pct(entry['share_of_pseudo'])} of the pseudo boxes"
         )
     for size, entry in quality["by_size"].items():
         lines.append(
-            f"  {size:>6}: precision {pct(entry['precision'])} % of {entry['pseudo_boxes']}, "
-            f"recall {pct(entry['recall'])} % of {entry['targets']}"
+            f"  {size:>6}: precision {pct(entry['precision'])} of {entry['pseudo_boxes']}, "
+            f"recall {pct(entry['recall'])} of {entry['targets']}"
         )
     wrong = quality["false_positives"]
     lines.append(
