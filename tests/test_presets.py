@@ -35,7 +35,13 @@ REFERENCES = [n for n in PRESETS if not load_preset(n).model.name.startswith("fc
 """The two-stage references (RPN, OLN, Double-Head): not rows of the paper's tables."""
 PRACTICAL = {"coco-all-iou-from-torchvision"}
 """Presets for use rather than for the paper's tables (tested in tests/test_sources.py)."""
-PAPER = [n for n in PRESETS if n not in LEGACY and n not in REFERENCES and n not in PRACTICAL]
+SELF_TRAINING = {"synth-self-train", "synth-self-train-control", "coco-voc-self-train"}
+"""Self-training rows (issue 13, not the paper's): tested below against the row they extend."""
+PAPER = [
+    n
+    for n in PRESETS
+    if n not in LEGACY and n not in REFERENCES and n not in PRACTICAL and n not in SELF_TRAINING
+]
 EXPECTED_GROUPS = {
     "coco-voc-table1",
     "coco-voc-table3",
@@ -281,7 +287,11 @@ def test_synthetic_table3_duplicates_match_their_table1_rows():
 
 
 def test_synthetic_rows_mirror_every_coco_row():
-    coco = {n.removeprefix("coco-voc-") for n in PRESETS if n.startswith("coco-voc-")}
+    coco = {
+        n.removeprefix("coco-voc-")
+        for n in PRESETS
+        if n.startswith("coco-voc-") and n not in SELF_TRAINING
+    }
     synth = {
         re.sub(r"^synth-(t\d-)?", "", n) for n in [*PAPER, *REFERENCES] if n.startswith("synth-")
     }
@@ -372,3 +382,46 @@ def test_two_stage_groups_compare_fcos_owp_with_every_reference():
         assert study.baseline == f"{prefix}rpn"
         assert {f"{prefix}rpn", f"{prefix}oln", f"{prefix}double-head"} <= set(study.presets)
         assert any(preset(n).model.options.get("conditional") for n in study.presets)
+
+
+def pseudo_source(name: str) -> str | None:
+    source = preset(name).data.pseudo_labels
+    return source.removeprefix(RUN_PREFIX) if source and source.startswith(RUN_PREFIX) else None
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_pseudo_label_sources_come_first_in_their_groups(group):
+    presets = load_group(group).presets
+    for position, name in enumerate(presets):
+        source = pseudo_source(name)
+        if source is not None:
+            assert source in presets[:position], f"{group}: {name} mines run:{source} first"
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [("synth-self-train", "synth-t1-iou-cs-is"), ("coco-voc-self-train", "coco-voc-iou-cs-is")],
+)
+def test_self_training_retrains_its_source_method_with_its_pseudo_labels(name, source):
+    """Same model, data, schedule and eval as the run it mines from; only the labels differ."""
+    assert pseudo_source(name) == source and pseudo_source(source) is None
+    mine, theirs = preset(name), preset(source)
+    assert mine.model == theirs.model
+    assert replace(mine.data, pseudo_labels=None) == theirs.data
+    assert replace(mine.train, pseudo_weight=1.0) == theirs.train
+    assert mine.train.pseudo_weight == 1.0 and mine.train.init is None
+    assert mine.eval == theirs.eval
+    assert mine.description.startswith("Self-training")
+
+
+def test_the_self_training_control_has_the_compute_of_mining_plus_retraining():
+    control, source = preset("synth-self-train-control"), preset("synth-t1-iou-cs-is")
+    retrain = preset("synth-self-train")
+    assert control.train.max_iters == source.train.max_iters + retrain.train.max_iters == 800
+    assert control.model == source.model and control.data == source.data
+    assert control.eval == source.eval
+    # Same warm-up in iterations, lr steps at the same fractions of the (doubled) schedule.
+    assert replace(control.train, max_iters=source.train.max_iters) == source.train
+    group = load_group("synth-self-train")
+    assert group.presets == ("synth-t1-iou-cs-is", "synth-self-train", "synth-self-train-control")
+    assert group.baseline == "synth-self-train-control"

@@ -89,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="train FCOS-OWP on the synthetic open-world set and compare novel-class recall",
         description="Generate (once, cached) the synthetic open-world set, train fcos_owp_tiny "
-        "with IoU-CS-IS objectness on its base classes (a fixed 300 iterations, fixed seed), and "
-        "compare novel-class "
-        "AR@k (strict) scored by IoU, by centerness, and of a non-learned baseline.",
+        "with IoU-CS-IS objectness on its base classes (preset demo: a fixed 300 iterations at "
+        "batch 4 and 256 px, fixed seed; about 5 minutes on 2 CPU cores), and compare "
+        "novel-class AR@k (strict) scored by IoU, by centerness, and of the non-learned "
+        "baselines: sliding windows, and Selective Search when owp[baselines] is installed "
+        "(computed once, then kept in --out).",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     demo.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -106,11 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(commands)
     _add_export_command(commands)
     _add_study_command(commands)
+    _add_bench_command(commands)
+    _add_report_command(commands)
+    _add_pseudo_label_command(commands)
     _add_data_commands(commands)
 
     baseline = commands.add_parser(
         "propose-baseline",
-        help="write non-learned proposals (sliding windows or random boxes) for a dataset",
+        help="write non-learned proposals (sliding windows, random boxes or Selective Search) "
+        "for a dataset",
         description="Non-learned reference proposals in COCO results format: what 'no learning' "
         "scores.",
     )
@@ -122,14 +128,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     baseline.add_argument(
         "--method",
-        choices=("sliding-window", "random"),
+        choices=("sliding-window", "random", "selective-search"),
         default="sliding-window",
-        help="non-learned proposer: a multi-scale sliding-window grid or uniform random boxes",
+        help="non-learned proposer: a multi-scale sliding-window grid, uniform random boxes, or "
+        'Selective Search (OpenCV contrib: pip install "owp[baselines]"; images shrunk to 500 px '
+        "on their longest side, its own ranking kept)",
+    )
+    baseline.add_argument(
+        "--mode",
+        choices=("fast", "quality"),
+        default="fast",
+        help="Selective Search setting (quality: more strategies, several times slower)",
+    )
+    baseline.add_argument(
+        "--images",
+        type=Path,
+        help="images folder (selective-search; default: found next to the JSON)",
     )
     baseline.add_argument(
         "--num", type=int, default=1000, help="proposals per image (default 1000)"
     )
-    baseline.add_argument("--seed", type=int, default=0, help="random seed (random boxes)")
+    baseline.add_argument(
+        "--seed", type=int, default=0, help="random seed (random boxes, Selective Search's ranking)"
+    )
     baseline.add_argument("--out", required=True, type=Path, help="proposals JSON to write")
     baseline.set_defaults(handler=_run_propose_baseline)
 
@@ -227,10 +248,16 @@ def _add_model_commands(commands) -> None:
         "geomean, cls*centerness, "
         "cls*iou; two-stage: rpn, roi, oln, iou, cls)",
     )
-    evaluate.add_argument("--batch-size", type=int, default=8, help="images per model call")
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="images per model call, of one padded input shape (results do not depend on it)",
+    )
     evaluate.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     evaluate.add_argument("--out", type=Path, help="output folder (default <run>/eval)")
     _add_weights_argument(evaluate)
+    _add_speed_arguments(evaluate)
     evaluate.set_defaults(handler=_run_eval)
 
     predict = commands.add_parser(
@@ -262,11 +289,13 @@ def _add_model_commands(commands) -> None:
         "--batch-size",
         type=int,
         default=1,
-        help="images per model call, grouped by aspect ratio (default 1)",
+        help="images per model call, of one padded input shape (boxes do not depend on it; "
+        "default 1)",
     )
     predict.add_argument("--scoring", help="override the scoring mode")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     _add_weights_argument(predict)
+    _add_speed_arguments(predict)
     predict.set_defaults(handler=_run_predict)
 
     presets = commands.add_parser(
@@ -291,6 +320,100 @@ def _add_weights_argument(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="weights file of a torchvision: source (default: the torch hub cache)",
     )
+
+
+def _add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """--amp, --channels-last, --compile: how fast a PyTorch model runs (owp.engine.precision)."""
+    parser.add_argument(
+        "--amp",
+        choices=("none", "auto", "fp16", "bf16"),
+        default="none",
+        help="autocast precision: none (fp32), auto (bf16 or fp16 on CUDA, none on CPU), fp16, "
+        "bf16",
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="run the model in channels-last memory"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the backbone and head (eager, after one warning, when it fails)",
+    )
+
+
+def _add_bench_command(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="FCOS-OWP vs torchvision's FCOS on this device: inference img/s, train step, memory",
+        description="Time torchvision's FCOS (fp32) and FCOS-OWP with the same weights and work "
+        "(fp32, bf16 autocast, bf16 + channels-last, + torch.compile with --compile) in one "
+        "process on random inputs, and print the ratio tables (Markdown). Default: ResNet-50 "
+        "FPN at 800x1333, inference at batch 1 and 8, train step at batch 8. Not a test: the "
+        "figures are this machine's, at its current load.",
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="ResNet-18 at 256x256, batch 2, 2 timed calls"
+    )
+    bench.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    bench.add_argument("--height", type=int, help="input height in px (default 800)")
+    bench.add_argument("--width", type=int, help="input width in px (default 1333)")
+    bench.add_argument("--depth", type=int, choices=(18, 34, 50, 101), help="ResNet depth")
+    bench.add_argument("--batches", help="inference batch sizes, comma-separated (default 1,8)")
+    bench.add_argument("--train-batch", type=int, help="training batch size (default 8)")
+    bench.add_argument("--iters", type=int, help="timed calls (default 10 on CUDA, 3 on CPU)")
+    bench.add_argument("--warmup", type=int, help="untimed calls first (default 3 on CUDA, 1)")
+    bench.add_argument("--compile", action="store_true", help="add the torch.compile variant")
+    bench.add_argument("--json", type=Path, help="also write the tables as JSON here")
+    bench.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    from owp.engine.bench import markdown, run_bench, settings_for, tables
+    from owp.engine.dist import resolve_device
+    from owp.errors import OwpInputError
+    from owp.files import write_json
+
+    batches = None
+    if args.batches is not None:
+        try:
+            batches = tuple(int(item) for item in args.batches.split(","))
+        except ValueError:
+            batches = ()
+        if not batches or min(batches) < 1:
+            raise OwpInputError(f"--batches takes positive integers (1,8), got {args.batches}")
+    for flag, value, low in (
+        ("--height", args.height, 32),
+        ("--width", args.width, 32),
+        ("--train-batch", args.train_batch, 1),
+        ("--iters", args.iters, 1),
+        ("--warmup", args.warmup, 0),
+    ):
+        if value is not None and value < low:
+            raise OwpInputError(f"{flag} must be at least {low}, got {value}")
+    device = resolve_device(args.device)
+    settings = settings_for(
+        args.quick,
+        device,
+        height=args.height,
+        width=args.width,
+        depth=args.depth,
+        batches=batches,
+        train_batch=args.train_batch,
+        iters=args.iters,
+        warmup=args.warmup,
+        compile=args.compile or None,
+    )
+    result = run_bench(settings, device)
+    inference, training = tables(result)
+    print()
+    print("Inference (higher img/s is better):")
+    print(markdown(inference))
+    print()
+    print("Training step (lower ms/step is better):")
+    print(markdown(training))
+    if args.json is not None:
+        write_json(args.json, result.to_dict())
+        print(f"tables written to {args.json}")
 
 
 def _add_export_command(commands) -> None:
@@ -424,6 +547,136 @@ def _add_study_command(commands) -> None:
     study.set_defaults(handler=_run_study)
 
 
+def _add_pseudo_label_command(commands) -> None:
+    pseudo = commands.add_parser(
+        "pseudo-label",
+        help="pseudo labels for self-training: a trained proposer's boxes on the unannotated "
+        "objects of the training images",
+        description="Run a trained proposer over the training images and keep, per image, the "
+        "proposals with objectness >= --min-score whose overlap with every annotated box "
+        "(base IoU, crowd share) is below --max-iou, after a class-agnostic NMS at --nms-iou, "
+        "at most --per-image of them. Writes a COCO instances JSON (images copied from the "
+        "training set, one category 'object', each box \"pseudo\": true with its score) for "
+        "data.pseudo_labels. On the synthetic set (objects.json beside the JSON) it also prints "
+        "and writes <out>.quality.json: precision and recall against the truly unlabelled "
+        "objects, by novel/base and size.",
+    )
+    pseudo.add_argument("run", help="run folder or checkpoint file")
+    pseudo.add_argument(
+        "--data", help="training dataset folder or instances JSON (default: the run's data.train)"
+    )
+    pseudo.add_argument("--part", default="train", help="part of a dataset folder")
+    pseudo.add_argument(
+        "--images", type=Path, help="images folder (default: the run's, or found next to the JSON)"
+    )
+    pseudo.add_argument("--split", help="split (default: the run's)")
+    pseudo.add_argument("--out", type=Path, required=True, help="pseudo-label JSON to write")
+    pseudo.add_argument("--min-score", type=float, default=0.5, help="least objectness kept")
+    pseudo.add_argument("--per-image", type=int, default=5, help="most boxes kept per image")
+    pseudo.add_argument(
+        "--max-iou",
+        type=float,
+        default=0.3,
+        help="drop proposals overlapping an annotated box (IoU) or a crowd region this much",
+    )
+    pseudo.add_argument("--nms-iou", type=float, default=0.5, help="IoU of the class-agnostic NMS")
+    pseudo.add_argument("--batch-size", type=int, default=8, help="images per model call")
+    pseudo.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    pseudo.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    pseudo.set_defaults(handler=_run_pseudo_label)
+
+
+def _run_pseudo_label(args: argparse.Namespace) -> None:
+    from owp.data.locate import locate, locate_split, run_data
+    from owp.engine.checkpoint import load_checkpoint
+    from owp.engine.dist import resolve_device
+    from owp.engine.pseudo import (
+        PseudoLabelSettings,
+        describe_quality,
+        mine_from_run,
+        quality_path,
+    )
+    from owp.engine.runs import checkpoint_of
+    from owp.errors import OwpInputError
+
+    settings = PseudoLabelSettings(
+        min_score=args.min_score,
+        per_image=args.per_image,
+        max_iou=args.max_iou,
+        nms_iou=args.nms_iou,
+    )
+    if args.batch_size < 1:
+        raise OwpInputError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    for path in (args.out, quality_path(args.out)):
+        if path.exists() and not args.force:
+            raise OwpInputError("already exists; pass --force to overwrite", path=path)
+        _check_output_file(path)
+    checkpoint = checkpoint_of(args.run)
+    own = run_data(args.run, load_checkpoint(checkpoint).get("config", {}).get("data"))
+    if args.data is not None:
+        data, images = args.data, args.images
+    else:
+        data, images = own.train, args.images or own.train_images
+    ann_file, images = locate(data, args.part, images)
+    mined = mine_from_run(
+        checkpoint,
+        ann_file,
+        images,
+        args.split or locate_split(own.split, data),
+        args.out,
+        settings,
+        device=resolve_device(args.device),
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    count, num_images = len(mined.coco["annotations"]), len(mined.coco["images"])
+    print(f"wrote {count} pseudo boxes on {num_images} training images to {mined.path}")
+    if mined.quality is not None:
+        print("\n".join(describe_quality(mined.quality)))
+        print(f"quality: {mined.quality_file}")
+
+
+def _add_report_command(commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="a self-contained HTML page for a run or a study: tables, plots, a gallery with a "
+        "k slider",
+        description="Write OUT/index.html (no network needed: figures and images inlined): "
+        "novel-class recall under both protocols, recall against k and IoU, per-category bars, "
+        "objectness score histograms, training curves, and a gallery of val images with the "
+        "top-k proposals drawn (green: a novel object hit, blue: on a base object, dashed red: "
+        "a novel object missed at IoU 0.5) and a slider for k. A study folder gets its "
+        "comparison table and one section per run. Uses the runs' saved val proposals "
+        "(eval/proposals.json); with --data, a run is evaluated on that dataset first unless "
+        "its saved proposals were made on it.",
+    )
+    report.add_argument("source", type=Path, help="run folder or study folder")
+    report.add_argument("--out", type=Path, required=True, help="report folder to write")
+    report.add_argument(
+        "--data", help="val dataset folder or instances JSON (default: the runs' own)"
+    )
+    report.add_argument("--images", type=Path, help="images folder of --data")
+    report.add_argument("--gallery", type=int, default=12, help="val images shown per run")
+    report.add_argument("--max-k", type=int, default=100, help="the k slider's largest value")
+    report.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from owp.viz.report import write_report
+
+    _check_folder_path(args.out)
+    path = write_report(
+        args.source,
+        args.out,
+        data=args.data,
+        images=args.images,
+        gallery=args.gallery,
+        max_k=args.max_k,
+        progress=True,
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; open it in a browser)")
+
+
 def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str) -> None:
     """--gt, the results file, --split, --engine and --out, shared by the eval commands."""
     parser.add_argument("--gt", required=True, type=Path, help="ground-truth instances JSON")
@@ -554,8 +807,14 @@ def _run_eval(args: argparse.Namespace) -> None:
             "from (owp predict FILE IMAGES runs the ONNX file)",
             path=args.run,
         )
+    from owp.engine.precision import prepare_for_inference
+
     model, saved = _load_model(args, **overrides)
-    model.to(resolve_device(args.device))
+    device = resolve_device(args.device)
+    model.to(device)
+    precision = prepare_for_inference(
+        model, device, amp=args.amp, channels_last=args.channels_last, compile=args.compile
+    )
     own = run_data(args.run, saved.get("data"))  # config.yaml: absolute paths
     if args.data is not None:
         data, images = args.data, args.images
@@ -581,6 +840,7 @@ def _run_eval(args: argparse.Namespace) -> None:
         out_dir=out,
         progress=True,
         reuse=not args.force,
+        precision=precision,
     )
     if metrics.get("reused"):
         names = " and ".join(metrics["reused"])
@@ -647,8 +907,14 @@ def _run_predict(args: argparse.Namespace) -> None:
             overrides["post_nms_top_n"] = args.top_k
         if args.score_thresh is not None:
             overrides["score_thresh"] = args.score_thresh
+    from owp.engine.precision import prepare_for_inference
+
     model, saved = _load_model(args, **overrides)
-    model.to(resolve_device(args.device))
+    device = resolve_device(args.device)
+    model.to(device)
+    precision = prepare_for_inference(
+        model, device, amp=args.amp, channels_last=args.channels_last, compile=args.compile
+    )
     if paths is None:  # the run's own val images
         paths = run_images(args.run, saved.get("data"))
     names = getattr(model, "class_names", None)
@@ -666,6 +932,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         output_format=args.format,
         class_names=names,
         category_ids=getattr(model, "category_ids", None),
+        precision=precision,
         progress=True,
     )
     what = "predictions.json" if args.format == "coco" else "proposals (JSON)"
@@ -792,18 +1059,27 @@ def _run_data_stats(args: argparse.Namespace) -> None:
 
 
 def _run_propose_baseline(args: argparse.Namespace) -> None:
-    from owp.data.coco import find_annotation_file, read_coco_json
+    from owp.data.coco import find_annotation_file, find_image_folder, read_coco_json
     from owp.engine.inference import baseline_proposer, propose_for_images
     from owp.errors import OwpInputError
     from owp.files import write_json
+    from owp.models.baselines import PIXEL_BASELINES, require_opencv_contrib
 
     if args.num <= 0:
         raise OwpInputError(f"--num must be a positive integer, got {args.num}")
+    if args.method == "selective-search":
+        require_opencv_contrib()  # before any work: one line saying what to install
     _check_output_file(args.out)
     ann_file = find_annotation_file(args.data, args.part)
     coco = read_coco_json(ann_file)
+    images_dir = None
+    if args.method in PIXEL_BASELINES:
+        images_dir = args.images or find_image_folder(ann_file, coco)
     results = propose_for_images(
-        coco["images"], baseline_proposer(args.method, args.num, args.seed), progress=True
+        coco["images"],
+        baseline_proposer(args.method, args.num, args.seed, args.mode),
+        images_dir=images_dir,
+        progress=True,
     )
     write_json(args.out, results, indent=None)
     print(
@@ -848,9 +1124,7 @@ def _report_per_category(rows: list[dict], out: Path | None) -> None:
         from owp.viz.plots import plot_per_category
 
         budget = int(columns[-1].removeprefix("AR@"))
-        plot = plot_per_category(
-            out.with_name(f"{out.stem}_per_category.png"), rows, budget=budget
-        )
+        plot = plot_per_category(out.with_name(f"{out.stem}_per_category.png"), rows, budget=budget)
         print(f"wrote {plot}")
 
 

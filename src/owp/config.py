@@ -23,10 +23,13 @@ from owp.errors import OwpInputError
 @dataclass
 class ModelConfig:
     """A named model (``owp.list_models()``) and its option overrides (fields of its config
-    dataclass, e.g. FCOSOWPConfig)."""
+    dataclass, e.g. FCOSOWPConfig). ``compile``: ``torch.compile`` the backbone and head for
+    training and its evaluations (:func:`owp.engine.precision.compile_parts`); it is not a
+    model option and does not change what is trained."""
 
     name: str = "fcos_owp_tiny"
     options: dict[str, Any] = field(default_factory=dict)
+    compile: bool = False
 
 
 @dataclass
@@ -36,8 +39,11 @@ class DataConfig:
     ``train`` / ``val``: a dataset folder (``train.json`` + ``train/``, COCO layouts, ...) or an
     instances JSON; the special value ``synthetic`` is the cached default synthetic set.
     ``split``: built-in name or split file; ``synthetic`` means the dataset folder's
-    ``split.yaml``. A run saves these paths absolute (:func:`resolve_data_paths`), so that it
-    finds its data from any folder; ``as_written`` then keeps the values as they were written.
+    ``split.yaml``. ``pseudo_labels``: self-training boxes for the train images, a COCO JSON
+    written by ``owp pseudo-label`` (or edited by hand), or ``run:NAME`` to mine them first from
+    the run of preset NAME next to this run (:mod:`owp.engine.pseudo`). A run saves these paths
+    absolute (:func:`resolve_data_paths`), so that it finds its data from any folder;
+    ``as_written`` then keeps the values as they were written.
     """
 
     train: str = "synthetic"
@@ -49,6 +55,7 @@ class DataConfig:
     horizontal_flip: float = 0.5
     num_workers: int = 2
     max_bad_image_fraction: float = 0.01
+    pseudo_labels: str | None = None
     as_written: dict[str, str] | None = None
 
 
@@ -58,6 +65,8 @@ class TrainConfig:
 
     ``base_lr`` is the learning rate at ``batch_size`` 16 and is scaled linearly with the batch
     size. ``steps`` are fractions of ``max_iters`` (values < 1) or iteration numbers.
+    ``pseudo_weight``: loss weight of the locations assigned to ``data.pseudo_labels`` boxes
+    (FCOS-OWP; 0 leaves them only as ignore regions, two-stage models take 1 only).
     """
 
     max_iters: int = 1000
@@ -70,10 +79,12 @@ class TrainConfig:
     steps: tuple[float, ...] = (2 / 3, 8 / 9)
     gamma: float = 0.1
     clip_grad_norm: float | None = 10.0
-    amp: bool = True
+    amp: str = "auto"
+    channels_last: bool = False
     seed: int = 0
     recipe: str = "owp"
     init: str | None = None
+    pseudo_weight: float = 1.0
     checkpoint_period: int = 1000
     keep_checkpoints: int = 2
     eval_period: int = 0
@@ -172,7 +183,7 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply ``section.key=value`` strings (values parsed as YAML) and return a new config."""
     data = config.to_dict()
     model = data["model"]
-    flat_model = {"name": model["name"], **model["options"]}
+    flat_model = {"name": model["name"], "compile": model["compile"], **model["options"]}
     data["model"] = flat_model
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -189,7 +200,14 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     return config_from_dict(data, "--set")
 
 
-DATA_PATH_KEYS: tuple[str, ...] = ("train", "val", "train_images", "val_images", "split")
+DATA_PATH_KEYS: tuple[str, ...] = (
+    "train",
+    "val",
+    "train_images",
+    "val_images",
+    "split",
+    "pseudo_labels",
+)
 """The ``data`` keys that name files or folders."""
 
 
@@ -197,8 +215,8 @@ def resolve_data_paths(config: RunConfig, base: str | Path | None = None) -> Run
     """``config`` with its relative ``data`` paths made absolute against ``base`` (default:
     the current folder), the original values kept in ``data.as_written``.
 
-    ``synthetic`` and built-in split names are names, not paths, and stay as they are; so do
-    absolute paths. Resolving twice changes nothing.
+    ``synthetic``, built-in split names and ``run:NAME`` pseudo labels are names, not paths,
+    and stay as they are; so do absolute paths. Resolving twice changes nothing.
     """
     from owp.data.splits import BUILTIN_SPLITS
 
@@ -209,6 +227,8 @@ def resolve_data_paths(config: RunConfig, base: str | Path | None = None) -> Run
     for key in DATA_PATH_KEYS:
         value = getattr(data, key)
         if value is None or str(value) == "synthetic" or Path(value).is_absolute():
+            continue
+        if key == "pseudo_labels" and str(value).startswith(RUN_PREFIX):
             continue
         if key == "split" and str(value) in BUILTIN_SPLITS:
             continue
@@ -225,6 +245,8 @@ def save_config(config: RunConfig, path: str | Path) -> Path:
     config = resolve_data_paths(config)
     data = config.to_dict()
     data["model"] = {"name": config.model.name, **config.model.options}
+    if config.model.compile:
+        data["model"]["compile"] = True
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(_plain(data), sort_keys=False))
@@ -234,8 +256,9 @@ def save_config(config: RunConfig, path: str | Path) -> Path:
 def _model_section(value: Any, source: str) -> ModelConfig:
     if not isinstance(value, dict) or "name" not in value:
         raise OwpInputError(f"{source}: 'model' must be a mapping with a 'name'")
-    options = {k: v for k, v in value.items() if k != "name"}
-    return ModelConfig(name=str(value["name"]), options=options)
+    options = {k: v for k, v in value.items() if k not in ("name", "compile")}
+    compiled = check_value(f"{source}: model.compile", value.get("compile", False), bool)
+    return ModelConfig(name=str(value["name"]), options=options, compile=compiled)
 
 
 def _section(kind: type, value: Any, source: str):
@@ -251,6 +274,7 @@ def _section(kind: type, value: Any, source: str):
         )
     hints = get_type_hints(kind)
     section = source.rsplit(": ", 1)[-1]
+    value = _upgrade_section(section, value)
     converted = {
         key: check_value(f"{source}.{key}", item, hints[key], _RULES.get(section, {}).get(key))
         for key, item in value.items()
@@ -258,7 +282,40 @@ def _section(kind: type, value: Any, source: str):
     config = kind(**converted)
     if section == "train":
         _check_steps(config, source)
+    if section == "data":
+        _check_pseudo_labels(config, source)
     return config
+
+
+LEGACY_BOOLEANS: dict[tuple[str, str], tuple[str, str]] = {("train", "amp"): ("none", "auto")}
+"""``(section, key)`` -> what ``false`` and ``true`` mean now, for keys that older runs saved
+as booleans (``train.amp: true`` was AMP on CUDA, now ``auto``)."""
+
+
+def _upgrade_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with booleans of :data:`LEGACY_BOOLEANS` keys replaced by their meaning."""
+    upgraded = dict(values)
+    for key, item in values.items():
+        meanings = LEGACY_BOOLEANS.get((section, key))
+        if meanings is not None and isinstance(item, bool):
+            upgraded[key] = meanings[item]
+    return upgraded
+
+
+def upgrade_saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config (the :meth:`RunConfig.to_dict` layout, as checkpoints hold it) in
+    today's terms: legacy booleans replaced (:data:`LEGACY_BOOLEANS`) and keys added since it
+    was saved given their defaults, so that comparing it with a new config shows only real
+    differences."""
+    defaults = RunConfig().to_dict()
+    upgraded = dict(saved)
+    for section in ("data", "train", "eval"):
+        if isinstance(saved.get(section), dict):
+            values = _upgrade_section(section, saved[section])
+            upgraded[section] = {**defaults[section], **values}
+    if isinstance(saved.get("model"), dict):
+        upgraded["model"] = {"compile": False, **saved["model"]}
+    return upgraded
 
 
 def _check_steps(train: TrainConfig, source: str) -> None:
@@ -269,10 +326,30 @@ def _check_steps(train: TrainConfig, source: str) -> None:
         )
 
 
+RUN_PREFIX = "run:"
+"""``run:NAME`` names the run of preset NAME in the same runs folder (``train.init``,
+``data.pseudo_labels``)."""
+
+
+def _check_pseudo_labels(data: DataConfig, source: str) -> None:
+    value = data.pseudo_labels
+    if value is not None and (not value.strip() or value.strip() == RUN_PREFIX):
+        raise OwpInputError(
+            f"{source}.pseudo_labels must name a pseudo-label JSON file or run:<preset>, "
+            f"got {value!r}"
+        )
+
+
 def _recipe_names() -> tuple[str, ...]:
     from owp.engine.recipes import RECIPES
 
     return tuple(RECIPES)
+
+
+def _amp_choices() -> tuple[str, ...]:
+    from owp.engine.precision import AMP_CHOICES
+
+    return AMP_CHOICES
 
 
 # Per section: key -> the range or choices its values must satisfy (types come from the
@@ -289,11 +366,13 @@ _RULES: dict[str, dict[str, Rule]] = {
         "steps": Range(0, open_low=True),
         "gamma": Range(0, open_low=True),
         "clip_grad_norm": Range(0, open_low=True),
+        "pseudo_weight": Range(0),
         "checkpoint_period": Range(1),
         "keep_checkpoints": Range(0),
         "eval_period": Range(0),
         "log_period": Range(1),
         "recipe": Choices(_recipe_names),
+        "amp": Choices(_amp_choices),
         "device": Choices(lambda: ("auto", "cpu", "cuda"), prefix_of=":"),
     },
     "data": {

@@ -9,22 +9,31 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from owp.data.coco import CocoDetection, is_federated, read_coco_json
+from owp.data.coco import CocoDetection, image_path, is_federated, read_coco_json
+from owp.data.images import read_rgb
+from owp.engine.batching import inference_batches, input_shape_of, to_device
+from owp.engine.precision import autocast
 from owp.errors import OwpInputError
 from owp.evaluation.detection import DETECTION_MAX_DETS, evaluate_detections
 from owp.evaluation.lvis import LVIS_MAX_DETS
 from owp.evaluation.proposals import DEFAULT_MAX_DETS, evaluate_proposals
 from owp.evaluation.results import read_results
 from owp.files import write_json
-from owp.models.baselines import random_proposals, sliding_window_proposals
+from owp.models.baselines import (
+    random_proposals,
+    selective_search_proposals,
+    sliding_window_proposals,
+)
 
 Results = list[dict[str, Any]]
 SizeProposer = Callable[[int, int], dict[str, torch.Tensor]]
+PixelProposer = Callable[[np.ndarray], dict[str, torch.Tensor]]
 
 
 def to_coco_results(image_id: int, output: Mapping[str, torch.Tensor]) -> Results:
@@ -47,22 +56,37 @@ def to_coco_results(image_id: int, output: Mapping[str, torch.Tensor]) -> Result
     return results
 
 
-def baseline_proposer(method: str, num: int, seed: int = 0) -> SizeProposer:
-    """A function ``(width, height) -> output`` for the named non-learned baseline."""
+def baseline_proposer(
+    method: str, num: int, seed: int = 0, mode: str = "fast"
+) -> SizeProposer | PixelProposer:
+    """The named non-learned baseline as a function ``(width, height) -> output``, or for
+    the baselines of :data:`owp.models.baselines.PIXEL_BASELINES`, ``(RGB uint8 [H, W, 3]) ->
+    output``; ``mode`` is Selective Search's (``fast`` or ``quality``)."""
     if method == "sliding-window":
         return lambda w, h: sliding_window_proposals(w, h, num, seed=seed)
     if method == "random":
         return lambda w, h: random_proposals(w, h, num, seed=seed)
+    if method == "selective-search":
+        return lambda image: selective_search_proposals(image, num, mode=mode, seed=seed)
     raise ValueError(f"unknown baseline {method!r}")
 
 
 def propose_for_images(
-    images: Sequence[Mapping[str, Any]], proposer: SizeProposer, *, progress: bool = False
+    images: Sequence[Mapping[str, Any]],
+    proposer: SizeProposer | PixelProposer,
+    *,
+    images_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> Results:
-    """Run a size-only proposer on every COCO ``images`` entry; results in COCO format."""
+    """Run a proposer on every COCO ``images`` entry; results in COCO format. Without
+    ``images_dir`` the proposer gets each image's ``(width, height)``, with it the decoded RGB
+    pixels of the entry's file there."""
     results: Results = []
     for info in tqdm(images, desc="proposing", unit="img", disable=not progress):
-        output = proposer(int(info["width"]), int(info["height"]))
+        if images_dir is None:
+            output = proposer(int(info["width"]), int(info["height"]))
+        else:
+            output = proposer(read_rgb(image_path(images_dir, info)))
         results.extend(to_coco_results(info["id"], output))
     return results
 
@@ -91,36 +115,46 @@ def predict_dataset(
     *,
     batch_size: int = 8,
     num_workers: int = 2,
+    precision: str = "none",
     progress: bool = False,
 ) -> Results:
     """Run ``model`` (eval mode, no grad) over every image of ``dataset``; COCO results.
 
+    Images go in batches of at most ``batch_size`` that the model pads to one input shape
+    (:func:`owp.engine.batching.inference_batches`), so the results, given in dataset order,
+    do not depend on the batch size. ``precision``: autocast ``none`` (fp32), ``bf16`` or
+    ``fp16``. On CUDA, batches are read into pinned memory and copied without blocking.
     Contiguous labels of a classifying model become the split's dataset category ids.
     """
+    if batch_size < 1:
+        raise OwpInputError(f"the batch size must be a positive integer, got {batch_size}")
     device = next(model.parameters()).device
+    sizes = [(int(info["height"]), int(info["width"])) for info in dataset.images]
     loader = DataLoader(
         UnreadableAsMessage(dataset),
-        batch_size=batch_size,
+        batch_sampler=inference_batches(sizes, batch_size, input_shape_of(model)),
         num_workers=num_workers,
         collate_fn=_lists_and_unreadable,
+        pin_memory=device.type == "cuda",
     )
     was_training = model.training
     model.eval()
-    results: Results = []
-    with torch.inference_mode():
+    per_image: dict[int, Results] = {}
+    with torch.inference_mode(), autocast(device, precision):
         for images, targets, unreadable in tqdm(
             loader, desc="predicting", unit="batch", disable=not progress
         ):
             if unreadable:
                 raise OwpInputError(unreadable[0])
-            outputs = model([image.to(device) for image in images])
+            outputs = model(to_device(images, device))
             for output, target in zip(outputs, targets, strict=True):
                 if "labels" in output:
                     ids = torch.tensor(dataset.split.base_ids, device=output["labels"].device)
                     output = {**output, "labels": ids[output["labels"]]}
-                results.extend(to_coco_results(target["image_id"], output))
+                per_image[int(target["image_id"])] = to_coco_results(target["image_id"], output)
     model.train(was_training)
-    return results
+    order = [int(info["id"]) for info in dataset.images]
+    return [result for image_id in order for result in per_image[image_id]]
 
 
 def evaluate_model(
@@ -137,6 +171,7 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     progress: bool = False,
     reuse: bool = False,
+    precision: str = "none",
 ) -> dict[str, Any]:
     """Novel-class AR@k of ``model``'s proposals, and base AP when it classifies.
 
@@ -150,6 +185,8 @@ def evaluate_model(
     model and postprocess settings, the annotation file and images folder) are written there.
     With ``reuse``, predictions saved in ``out_dir`` whose ``predictions.json`` entry matches
     are evaluated again instead of predicted again (``metrics["reused"]`` names them).
+    ``batch_size`` images go through the model at a time (:func:`predict_dataset`: the results
+    do not depend on it) under autocast ``precision`` (``none`` = fp32, ``bf16``, ``fp16``).
     """
     dataset = CocoDetection(images_dir, ann_file, split, training=False)
     coco = read_coco_json(ann_file)
@@ -160,11 +197,11 @@ def evaluate_model(
     reused: list[str] = []
 
     def predictions(name: str, chosen: str, top_n: int) -> Results:
-        keys[name] = prediction_key(model, dataset, chosen, top_n, batch_size)
+        keys[name] = prediction_key(model, dataset, chosen, top_n, precision)
         if saved.get(name) == keys[name] and (Path(out_dir) / name).is_file():
             reused.append(name)
             return read_results(Path(out_dir) / name, [img["id"] for img in coco["images"]])
-        return _predict_with(model, dataset, batch_size, progress, chosen, top_n)
+        return _predict_with(model, dataset, batch_size, progress, chosen, top_n, precision)
 
     proposals = predictions("proposals.json", scoring, max(max_dets))
     metrics = evaluate_proposals(
@@ -196,11 +233,12 @@ PREDICTIONS_FILE = "predictions.json"
 
 
 def prediction_key(
-    model: nn.Module, dataset: CocoDetection, scoring: str, top_n: int, batch_size: int
+    model: nn.Module, dataset: CocoDetection, scoring: str, top_n: int, precision: str = "none"
 ) -> dict[str, Any]:
     """What predictions on ``dataset`` depend on: the weights (a digest), the model and
     postprocess settings, the annotation file (path, size, modification time), the images
-    folder, the split's base ids (labels of detections) and the batch size (padding)."""
+    folder, the split's base ids (labels of detections) and the autocast precision; not the
+    batch size (:func:`predict_dataset` gives the same results at any)."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in model.state_dict().items():
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -215,7 +253,7 @@ def prediction_key(
         "annotations": [str(dataset.ann_file.absolute()), stat.st_size, stat.st_mtime_ns],
         "images": str(dataset.images_dir.absolute()),
         "base_ids": list(dataset.split.base_ids),
-        "batch_size": batch_size,
+        "precision": precision,
     }
 
 
@@ -231,12 +269,16 @@ def _saved_predictions(out_dir: str | Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _predict_with(model, dataset, batch_size, progress, scoring: str, top_n: int) -> Results:
+def _predict_with(
+    model, dataset, batch_size, progress, scoring: str, top_n: int, precision: str
+) -> Results:
     """:func:`predict_dataset` with the model's scoring and ``post_nms_top_n`` swapped in."""
     config = model.postprocess_config
     model.postprocess_config = replace(config, scoring=scoring, post_nms_top_n=top_n)
     try:
-        return predict_dataset(model, dataset, batch_size=batch_size, progress=progress)
+        return predict_dataset(
+            model, dataset, batch_size=batch_size, precision=precision, progress=progress
+        )
     finally:
         model.postprocess_config = config
 

@@ -7,9 +7,10 @@ row per run, with ΔAR@100 against a baseline row, train time and inference spee
 ``heatmaps.png`` (FCOS-OWP runs only: the maps are per FPN location).
 
 Inference speed is measured by the study itself, for every row under the same conditions: the
-run's model on this machine's default device, one image at a time over the first
-:data:`SPEED_IMAGES` val images (after :data:`SPEED_WARMUP` untimed ones), proposal scoring,
-input resizing and postprocessing included, image decoding excluded.
+run's model on this machine's default device, in batches of the run's ``eval.batch_size``
+images of one padded input shape (:func:`owp.engine.batching.inference_batches`) over the
+first :data:`SPEED_IMAGES` val images (after :data:`SPEED_WARMUP` untimed ones), proposal
+scoring, input resizing and postprocessing included, image decoding excluded.
 
 Re-running the same study continues it: a finished run (its checkpoint at ``train.max_iters``
 and an ``eval/metrics.json`` written after it) is reused, an unfinished one is resumed, a missing
@@ -39,11 +40,13 @@ from owp.config import (
     list_presets,
     load_group,
     load_preset,
+    upgrade_saved_config,
 )
 from owp.data.coco import image_path, read_coco_json
 from owp.data.images import read_image_tensor
 from owp.data.locate import locate, locate_split, run_data
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
+from owp.engine.batching import inference_batches, input_shape_of
 from owp.engine.checkpoint import latest_checkpoint, load_checkpoint
 from owp.engine.runs import load
 from owp.engine.trainer import RUN_PREFIX, train
@@ -73,10 +76,13 @@ CONTINUABLE_KEYS = frozenset(
         "train.eval_period",
         "data.num_workers",
         "eval.batch_size",
+        "model.compile",
+        "train.channels_last",
     }
 )
 """Config keys that may change between sessions of one run: where it runs, how often it logs,
-checkpoints and evaluates, its description. Not ``train.max_iters``: a resumed run keeps the lr
+checkpoints and evaluates, its description, and how fast (memory layout, compilation; not
+``train.amp``, which changes the arithmetic). Not ``train.max_iters``: a resumed run keeps the lr
 steps of its first schedule, so a longer run would not be the run its config describes."""
 
 TRAINED, RESUMED, REUSED = "trained", "resumed", "reused"
@@ -141,8 +147,8 @@ def plan_runs(
     presets: Sequence[str], overrides: Sequence[str] = (), data: str | Path | None = None
 ) -> dict[str, RunConfig]:
     """Preset -> its config (``data`` as train and val set, then ``overrides``), in training
-    order: a preset whose ``train.init`` is ``run:NAME`` comes after NAME, which is added when
-    missing."""
+    order: a preset whose ``train.init`` or ``data.pseudo_labels`` is ``run:NAME`` comes after
+    NAME, which is added when missing."""
     planned: dict[str, RunConfig] = {}
 
     def visit(name: str, chain: tuple[str, ...]) -> None:
@@ -155,9 +161,9 @@ def plan_runs(
         if data is not None:
             config = replace(config, data=replace(config.data, train=str(data), val=str(data)))
         config = apply_overrides(config, list(overrides))
-        init = config.train.init
-        if init and init.startswith(RUN_PREFIX):
-            visit(init.removeprefix(RUN_PREFIX), (*chain, name))
+        for source in (config.train.init, config.data.pseudo_labels):
+            if source and source.startswith(RUN_PREFIX):
+                visit(source.removeprefix(RUN_PREFIX), (*chain, name))
         planned[name] = config
 
     for name in presets:
@@ -309,7 +315,9 @@ def run_study(
     val_sets: dict[tuple, _ValSet] = {}
     for row in rows:
         val = _val_set(configs[row["run"]], val_sets)
-        row["images_per_second"] = inference_speed(load(row["run_dir"]), val)
+        row["images_per_second"] = inference_speed(
+            load(row["run_dir"]), val, batch_size=configs[row["run"]].eval.batch_size
+        )
     _add_deltas(rows, baseline)
     results_json = write_json(out / "results.json", rows)
     results_md = out / "results.md"
@@ -318,22 +326,25 @@ def run_study(
     return StudyResult(rows, results_md, results_json, plots)
 
 
-def inference_speed(model: torch.nn.Module, val: _ValSet) -> float:
-    """Images per second of ``model`` on the first :data:`SPEED_IMAGES` val images, one at a
-    time (see the module docstring)."""
+def inference_speed(model: torch.nn.Module, val: _ValSet, batch_size: int = 1) -> float:
+    """Images per second of ``model`` on the first :data:`SPEED_IMAGES` val images, in batches
+    of at most ``batch_size`` images of one input shape (see the module docstring)."""
     device = next(model.parameters()).device
     entries = val.coco["images"][: SPEED_WARMUP + SPEED_IMAGES]
     images = [read_image_tensor(image_path(val.images, entry)).to(device) for entry in entries]
+    warmup, timed = images[:SPEED_WARMUP], images[SPEED_WARMUP:]
+    sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in timed]
+    batches = inference_batches(sizes, batch_size, input_shape_of(model))
     model.eval()
     with torch.inference_mode():
-        for image in images[:SPEED_WARMUP]:
+        for image in warmup:
             model([image])
         _synchronize(device)
         start = time.perf_counter()
-        for image in images[SPEED_WARMUP:]:
-            model([image])
+        for batch in batches:
+            model([timed[index] for index in batch])
         _synchronize(device)
-    return round(len(images[SPEED_WARMUP:]) / (time.perf_counter() - start), 2)
+    return round(len(timed) / (time.perf_counter() - start), 2)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -539,6 +550,7 @@ def _xyxy(boxes: list[list[float]]) -> torch.Tensor:
 def _config_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """``key saved -> wanted`` for the dotted config keys that differ, bar
     :data:`CONTINUABLE_KEYS`."""
+    saved = upgrade_saved_config(dict(saved))  # older runs: legacy values, keys added since
     old, new = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(wanted)))
     return [
         f"{key} {old.get(key)!r} -> {new.get(key)!r}"

@@ -1,7 +1,9 @@
 """The iteration trainer (detectron2-style): one loop, checkpoints, logs, periodic evaluation.
 
 ``train(config, run_dir)`` builds the model, data and optimiser from a :class:`RunConfig`, runs
-``max_iters`` SGD steps (linear warm-up, lr steps, gradient clipping, AMP on CUDA) and writes
+``max_iters`` SGD steps (linear warm-up, lr steps, gradient clipping, mixed precision per
+``train.amp``, channels-last per ``train.channels_last``, ``torch.compile`` per
+``model.compile``: :mod:`owp.engine.precision`) and writes
 into ``run_dir``: ``config.yaml`` (resolved), ``metrics.csv`` (losses, lr, speed),
 ``eval.csv`` and ``metrics.json`` (val metrics), TensorBoard events (``tb/``), checkpoints
 (``checkpoint_*.pt`` and ``last.pt``, atomic). ``resume=True`` continues exactly where
@@ -25,9 +27,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from owp.config import RunConfig, save_config
-from owp.data.coco import CocoDetection
+from owp.config import RUN_PREFIX, RunConfig, save_config
+from owp.data.coco import CocoDetection, read_coco_json
 from owp.data.locate import locate, locate_split
+from owp.data.pseudo import Boxes, read_pseudo_labels
 from owp.data.samplers import GroupedBatchSampler, InfiniteSampler, aspect_ratio_groups
 from owp.data.transforms import RandomHorizontalFlip
 from owp.engine import dist
@@ -41,6 +44,13 @@ from owp.engine.checkpoint import (
     save_checkpoint,
 )
 from owp.engine.inference import UnreadableAsMessage, evaluate_model
+from owp.engine.precision import (
+    autocast,
+    compile_parts,
+    grad_scaler,
+    resolve_amp,
+    use_channels_last,
+)
 from owp.engine.recipes import parameter_groups, trained_losses
 from owp.errors import OwpInputError, TrainingError
 from owp.files import link_atomic, remove_stale_temporaries
@@ -62,7 +72,8 @@ INFERENCE_OPTIONS = frozenset(
         "rpn_post_nms_top_n_test",
     }
 )
-RUN_PREFIX = "run:"
+MINED_PSEUDO_LABELS = "pseudo_labels.json"
+"""Where a run with ``data.pseudo_labels: run:NAME`` keeps the pseudo labels it mined."""
 MIN_IMAGES_BEFORE_BAD_FRACTION = 20
 
 
@@ -125,6 +136,12 @@ class Trainer:
         self.model = create_model(config.model.name, **config.model.options).to(self.device)
         if train_cfg.init:
             self._initialise_from(train_cfg.init)
+        self._set_pseudo_weight()
+        self.pseudo_boxes = self._pseudo_labels()
+        if train_cfg.channels_last:
+            use_channels_last(self.model)
+        if config.model.compile:
+            compile_parts(self.model)
         world = dist.get_world_size()
         if train_cfg.batch_size % world:
             raise OwpInputError(
@@ -140,8 +157,9 @@ class Trainer:
             groups, lr=lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
         )
         self.scheduler = self._scheduler()
-        self.use_amp = train_cfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        # "none", "fp16" (with the loss scaler, checkpointed) or "bf16".
+        self.precision = resolve_amp(train_cfg.amp, self.device)
+        self.scaler = grad_scaler(self.device, self.precision)
         self.step = 0
         # Batches taken from the loader; more than ``step`` when a batch held no readable image.
         self.batches_drawn = 0
@@ -194,7 +212,7 @@ class Trainer:
         # only the position is taken from the checkpoint.
         self.scheduler = self._scheduler(last_step=int(state["step"]))
         self._log_schedule_change(state.get("config", {}).get("train", {}))
-        if self.use_amp and state.get("scaler") is not None:
+        if self.scaler.is_enabled() and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         rank = dist.get_rank()
@@ -322,7 +340,7 @@ class Trainer:
     def _train_step(self, model, images, targets, last_good: Path | None) -> dict[str, Tensor]:
         cfg = self.config.train
         self.model.iteration = self.step
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with autocast(self.device, self.precision):
             losses = model(images, targets)
         unknown = losses.keys() - self.model.LOSS_PARTS.keys()
         if unknown:
@@ -382,7 +400,14 @@ class Trainer:
         data = self.config.data
         ann_file, images = locate(data.train, "train", data.train_images)
         split = locate_split(data.split, data.train)
-        dataset = CocoDetection(images, ann_file, split, training=True, keep_empty=data.keep_empty)
+        dataset = CocoDetection(
+            images,
+            ann_file,
+            split,
+            training=True,
+            keep_empty=data.keep_empty,
+            pseudo_boxes=self.pseudo_boxes,
+        )
         if len(dataset) == 0:
             raise OwpInputError("no training image has a base-class box", path=ann_file)
         num_classes = getattr(self.model.config, "num_classes", None)
@@ -461,6 +486,86 @@ class Trainer:
             )
         if result.missing_keys:
             log.info("initialised from %s; new weights: %s", path, ", ".join(result.missing_keys))
+
+    def _set_pseudo_weight(self) -> None:
+        """Hand ``train.pseudo_weight`` to the model; a model without weighted pseudo losses
+        (the two-stage ones, whose sampling is torchvision's) takes only 1."""
+        weight = self.config.train.pseudo_weight
+        if hasattr(self.model, "pseudo_weight"):
+            self.model.pseudo_weight = weight
+        elif weight != 1.0:
+            raise OwpInputError(
+                f"train.pseudo_weight={weight:g}: {self.config.model.name} takes pseudo boxes at "
+                "weight 1 only (weighted pseudo losses are FCOS-OWP's); remove the setting"
+            )
+
+    def _pseudo_labels(self) -> Boxes | None:
+        """The boxes of ``data.pseudo_labels`` per training image id (``None`` without),
+        checked against the training set now, before any training.
+
+        ``run:NAME`` mines them first from the run of preset NAME beside this run (its
+        ``last.pt``) into ``<run>/pseudo_labels.json`` (and ``pseudo_labels.quality.json`` on
+        the synthetic set), with :class:`~owp.engine.pseudo.PseudoLabelSettings`' defaults;
+        the file is reused while it names that run's current checkpoint. Under DDP rank 0
+        mines while the others wait.
+        """
+        data = self.config.data
+        if data.pseudo_labels is None:
+            return None
+        ann_file, images = locate(data.train, "train", data.train_images)
+        path = Path(data.pseudo_labels)
+        if data.pseudo_labels.startswith(RUN_PREFIX):
+            path = self.run_dir / MINED_PSEUDO_LABELS
+            if dist.is_main_process():
+                self._mine_from(data.pseudo_labels.removeprefix(RUN_PREFIX), ann_file, images)
+            dist.barrier()
+        try:
+            return read_pseudo_labels(path, read_coco_json(ann_file), ann_file)
+        except OwpInputError as err:
+            raise OwpInputError(f"data.pseudo_labels: {err}") from None
+
+    def _mine_from(self, preset: str, ann_file: Path, images: Path) -> None:
+        """Write ``<run>/pseudo_labels.json`` from the proposals of the run of ``preset`` in
+        this run's folder, unless it is there already, mined from that run's checkpoint."""
+        from owp.engine.pseudo import describe_quality, mine_from_run
+
+        source = self.run_dir.parent / preset
+        checkpoint = latest_checkpoint(source)
+        if checkpoint is None:
+            raise OwpInputError(
+                f"data.pseudo_labels run:{preset}: no run of preset {preset!r} to mine pseudo "
+                f"labels from (train it there first; owp study trains it before this run)",
+                path=source,
+            )
+        out = self.run_dir / MINED_PSEUDO_LABELS
+        if out.is_file():
+            info = read_coco_json(out).get("info") or {}
+            stat = checkpoint.resolve().stat()
+            if (info.get("checkpoint"), info.get("checkpoint_mtime_ns")) == (
+                str(checkpoint.resolve()),
+                stat.st_mtime_ns,
+            ):
+                return
+        data = self.config.data
+        log.info("mining pseudo labels from %s on %s", checkpoint, ann_file)
+        # Mining must not move the generators training draws from (a DataLoader seeds itself
+        # from the global one): a run that mines and one that reuses the file train alike.
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            mined = mine_from_run(
+                checkpoint,
+                ann_file,
+                images,
+                locate_split(data.split, data.train),
+                out,
+                device=self.device,
+                batch_size=self.config.eval.batch_size,
+                num_workers=data.num_workers,
+                progress=self.progress,
+            )
+        log.info("wrote %d pseudo boxes to %s", len(mined.coco["annotations"]), out)
+        for line in describe_quality(mined.quality) if mined.quality else ():
+            log.info("%s", line)
 
     def _check_eval_scorings(self) -> None:
         """Fail now, not after training, when an eval scoring does not fit the model."""

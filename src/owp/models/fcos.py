@@ -22,6 +22,7 @@ from owp.models.assign import (
     SAMPLE_SETS,
     Points,
     assign,
+    assigned_to_flagged,
     centerness_targets,
     check_labels,
     gather_boxes,
@@ -29,6 +30,7 @@ from owp.models.assign import (
     ltrb_targets,
     make_points,
     objectness_samples,
+    pad_box_flags,
     pad_targets,
     unknown_object_mask,
 )
@@ -178,8 +180,9 @@ class FCOSOWP(nn.Module):
     ``model(images)`` with ``images`` a list of ``Tensor[3, H, W]`` in 0..1:
 
     * training mode, with ``targets`` (per image ``boxes`` ``[N, 4]`` xyxy, ``labels`` ``[N]``
-      0-based, optional ``ignore`` ``[N]`` bool): a dict of losses ``classification`` (when the
-      model classifies), ``bbox_regression``, ``bbox_ctrness`` / ``bbox_iou`` (per branch);
+      0-based, optional ``ignore`` and ``pseudo`` ``[N]`` bool): a dict of losses
+      ``classification`` (when the model classifies), ``bbox_regression``, ``bbox_ctrness`` /
+      ``bbox_iou`` (per branch);
     * eval mode: per image ``boxes`` ``[K, 4]`` (xyxy, original image coordinates), ``scores``,
       ``objectness``, and when the model classifies ``labels`` and ``class_scores``.
 
@@ -219,6 +222,8 @@ class FCOSOWP(nn.Module):
         self.postprocess_config = config.postprocess_config()
         self.iteration = 0  # set by the trainer: unknown-object masking starts at an iteration
         self.last_masked = 0  # locations masked in the last training forward (for logging)
+        # Loss weight of the locations on pseudo boxes (set by the trainer: train.pseudo_weight).
+        self.pseudo_weight = 1.0
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
@@ -232,6 +237,9 @@ class FCOSOWP(nn.Module):
         outputs = self.head(
             features, None if self.training else self.postprocess_config.required_outputs()
         )
+        # Under autocast the head's outputs are bf16/fp16: targets (IoU of the predicted box),
+        # losses and box decoding are computed from fp32 copies.
+        outputs = {name: value.float() for name, value in outputs.items()}
         points = make_points(
             [(f.shape[-2], f.shape[-1]) for f in features],
             image_size=(image_list.tensors.shape[-2], image_list.tensors.shape[-1]),
@@ -256,41 +264,77 @@ class FCOSOWP(nn.Module):
     def compute_losses(
         self, outputs: dict[str, Tensor], points: Points, targets: list[dict[str, Tensor]]
     ) -> dict[str, Tensor]:
-        """The FCOS-OWP losses for a batch (DESIGN.md §4), each already normalised."""
+        """The FCOS-OWP losses for a batch (DESIGN.md §4), each already normalised.
+
+        Pseudo boxes (``target["pseudo"]``, self-training) are assigned like annotated boxes for
+        regression and objectness; their locations count ``self.pseudo_weight`` times, in the
+        sums and in the normalisers alike (weight 1: exactly as annotated boxes; weight 0: as if
+        they were ignore regions). The classifier sees the assignment of the annotated boxes
+        alone, with the pseudo boxes as ignore regions (the crowd rule of :func:`assign`): a
+        location inside a pseudo box that is not foreground for an annotated box is left out of
+        the classification loss and of unknown-object masking, never background, never a
+        positive of a class.
+        """
         cfg = self.config
         boxes, valid, ignore, labels = pad_targets(
             [t["boxes"] for t in targets],
             [t.get("ignore", torch.zeros(len(t["boxes"]), dtype=torch.bool)) for t in targets],
             [t["labels"] for t in targets],
         )
+        pseudo = pad_box_flags(
+            [t.get("pseudo", torch.zeros(len(t["boxes"]), dtype=torch.bool)) for t in targets],
+            valid,
+        )
         if cfg.num_classes is not None:
-            check_labels(labels[valid & ~ignore], cfg.num_classes)
+            check_labels(labels[valid & ~ignore & ~pseudo], cfg.num_classes)
         matched = assign(points, boxes, valid, ignore, center_radius=cfg.center_radius)
         foreground = matched >= 0
-        num_foreground = global_normalizer(foreground.sum(), boxes.device)
+        on_pseudo = assigned_to_flagged(matched, pseudo)
+        has_pseudo = bool(on_pseudo.any())
+        counts = [torch.where(on_pseudo, self.pseudo_weight, foreground.float()).sum()]
+        classifies = "cls_logits" in outputs
+        if classifies:
+            cls_matched = (
+                assign(points, boxes, valid, ignore | pseudo, center_radius=cfg.center_radius)
+                if bool(pseudo.any())
+                else matched
+            )
+            counts.append((cls_matched >= 0).sum().float())
+        # One all-reduce for both normalisers: the weighted foreground and the classifier's.
+        normalizers = global_normalizer(torch.stack(counts), boxes.device)
+        num_foreground = normalizers[0]
         losses: dict[str, Tensor] = {}
         regression = outputs["bbox_regression"]
         pred_boxes = decode_boxes(points.xy, points.stride, regression)
-        if "cls_logits" in outputs:
+        if classifies:
+            cls_foreground = cls_matched >= 0
             fg_labels = (
-                labels.gather(1, matched.clamp(min=0))
+                labels.gather(1, cls_matched.clamp(min=0))
                 if labels.shape[1]
-                else torch.zeros_like(matched)
+                else torch.zeros_like(cls_matched)
             )
-            # Per location: crowd regions (IGNORE) and masked unknown objects are left out.
-            cls_locations = matched != IGNORE
+            # Per location: crowd and pseudo regions (IGNORE) and masked unknown objects are
+            # left out.
+            cls_locations = cls_matched != IGNORE
             if cfg.unknown_mask and self.iteration >= cfg.unknown_mask_start:
-                masked = self._unknown_mask(outputs, points, matched, pred_boxes)
+                masked = self._unknown_mask(outputs, points, cls_matched, pred_boxes)
                 cls_locations &= ~masked
                 self.last_masked = int(masked.sum())
             losses["classification"] = classification_loss(
-                outputs["cls_logits"], fg_labels, foreground, cls_locations, num_foreground
+                outputs["cls_logits"], fg_labels, cls_foreground, cls_locations, normalizers[1]
             )
         target_boxes = gather_boxes(boxes, matched)
+        annotated = foreground & ~on_pseudo
         losses["bbox_regression"] = regression_loss(
-            pred_boxes[foreground], target_boxes[foreground], num_foreground
+            pred_boxes[annotated], target_boxes[annotated], num_foreground
         )
-        losses.update(self._objectness_losses(outputs, points, boxes, valid, ignore, matched))
+        if has_pseudo:
+            losses["bbox_regression"] = losses["bbox_regression"] + self.pseudo_weight * (
+                regression_loss(pred_boxes[on_pseudo], target_boxes[on_pseudo], num_foreground)
+            )
+        losses.update(
+            self._objectness_losses(outputs, points, boxes, valid, ignore, pseudo, matched)
+        )
         return losses
 
     def _unknown_mask(self, outputs, points, matched, pred_boxes) -> Tensor:
@@ -307,7 +351,7 @@ class FCOSOWP(nn.Module):
                 nms_thresh=cfg.unknown_mask_nms,
             )
 
-    def _objectness_losses(self, outputs, points, boxes, valid, ignore, matched) -> dict:
+    def _objectness_losses(self, outputs, points, boxes, valid, ignore, pseudo, matched) -> dict:
         cfg = self.config
         matched_no_cs = (
             matched
@@ -317,18 +361,27 @@ class FCOSOWP(nn.Module):
         samples = objectness_samples(cfg.objectness_samples, matched, matched_no_cs)
         positive = samples.matched >= 0
         target_ltrb = ltrb_targets(points, gather_boxes(boxes, samples.matched))
-        normalizer = global_normalizer(samples.mask.sum(), boxes.device)
-        losses = {}
+        # Samples on pseudo boxes weigh pseudo_weight, in the sum and in the normaliser.
+        on_pseudo = assigned_to_flagged(samples.matched, pseudo)
+        annotated = samples.mask & ~on_pseudo
+        has_pseudo = bool(on_pseudo.any())
+        normalizer = global_normalizer(
+            annotated.sum() + self.pseudo_weight * on_pseudo.sum(), boxes.device
+        )
+        targets = {}
         if "bbox_ctrness" in outputs:
-            target = torch.where(positive, centerness_targets(target_ltrb), 0.0)
-            losses["bbox_ctrness"] = objectness_loss(
-                outputs["bbox_ctrness"][..., 0][samples.mask], target[samples.mask], normalizer
-            )
+            targets["bbox_ctrness"] = torch.where(positive, centerness_targets(target_ltrb), 0.0)
         if "bbox_iou" in outputs:
             pred_ltrb = outputs["bbox_regression"] * points.stride[:, None]
             iou = iou_targets(pred_ltrb, target_ltrb, threshold=cfg.iou_sample_threshold)
-            target = torch.where(positive, iou, 0.0)
-            losses["bbox_iou"] = objectness_loss(
-                outputs["bbox_iou"][..., 0][samples.mask], target[samples.mask], normalizer
-            )
+            targets["bbox_iou"] = torch.where(positive, iou, 0.0)
+        losses = {}
+        for name, target in targets.items():
+            logits = outputs[name][..., 0]
+            loss = objectness_loss(logits[annotated], target[annotated], normalizer)
+            if has_pseudo:
+                loss = loss + self.pseudo_weight * objectness_loss(
+                    logits[on_pseudo], target[on_pseudo], normalizer
+                )
+            losses[name] = loss
         return losses
