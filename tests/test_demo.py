@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+import owp.demo
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.demo import run_demo
+from owp.models.baselines import selective_search_available
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def test_demo_pipeline_runs_and_is_deterministic(small_set, tmp_path, capsys):
         "FCOS-OWP tiny, IoU-CS-IS, scored by IoU",
         "same model, scored by centerness",
         "sliding windows (no learning)",
-    ]
+    ] + (["Selective Search fast (no learning)"] if selective_search_available() else [])
     keys = ("AR@10", "AR@100", "AR@1000", "num_gt")
     assert [[row[k] for k in keys] for row in first] == [[row[k] for k in keys] for row in second]
     assert (tmp_path / "a" / "overlay.png").stat().st_size > 0
@@ -35,3 +37,21 @@ def test_a_minutes_budget_is_named_in_the_table(small_set, tmp_path, capsys):
     run_demo(tmp_path / "c", device="cpu", data=small_set, iterations=2, minutes=1e-6)
     printed = capsys.readouterr().out
     assert "(1 training iterations, cut from 2 by --minutes)" in printed
+
+
+@pytest.mark.skipif(
+    not selective_search_available(), reason="needs opencv-contrib (owp[baselines])"
+)
+def test_selective_search_runs_once_per_val_set(small_set, tmp_path, monkeypatch):
+    first = run_demo(tmp_path / "d", device="cpu", data=small_set, iterations=1)
+    calls = []
+    real = owp.demo.propose_for_images
+
+    def counted(images, proposer, **kwargs):
+        calls.append(kwargs.get("images_dir"))
+        return real(images, proposer, **kwargs)
+
+    monkeypatch.setattr(owp.demo, "propose_for_images", counted)
+    second = run_demo(tmp_path / "d", device="cpu", data=small_set, iterations=1)
+    assert calls == [None]  # only the size-only sliding windows were proposed again
+    assert first[-1] == second[-1]

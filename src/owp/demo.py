@@ -8,12 +8,16 @@
    ``minutes`` is an explicit opt-in budget: it may cut the iterations, and the table then says
    how many were done.
 3. Novel-class AR@k (strict protocol) on the val set, for the same model scored by IoU and by
-   centerness, and for the non-learned sliding-window baseline; an overlay of the val image
-   where the model's top proposals find the most novel objects, hits in green.
+   centerness, and for the non-learned baselines: sliding windows, and Selective Search when
+   OpenCV's contrib module is installed (``owp[baselines]``; computed once per val set and
+   kept in the output folder). An overlay of the val image where the model's top proposals
+   find the most novel objects, hits in green, drawn from the evaluated proposals.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import statistics
 import time
@@ -32,6 +36,7 @@ from owp.errors import OwpInputError
 from owp.evaluation.proposals import evaluate_proposals
 from owp.evaluation.report import metrics_table
 from owp.files import write_json
+from owp.models.baselines import selective_search_available
 from owp.models.factory import create_model
 from owp.viz.overlays import hit_overlay
 
@@ -98,8 +103,17 @@ def run_demo(
         {"method": "same model, scored by centerness", **by_centerness},
         {"method": "sliding windows (no learning)", **baseline},
     ]
+    if selective_search_available():
+        searched = _selective_search(coco, ann_file, images, out / "selective-search")
+        rows.append(
+            {
+                "method": "Selective Search fast (no learning)",
+                **evaluate_proposals(coco, searched, split),
+            }
+        )
     write_json(out / "metrics.json", rows)
-    overlay_path = _overlay(model, images, ann_file, split, out / "overlay.png")
+    proposals = json.loads((run_dir / "eval" / "proposals.json").read_text())
+    overlay_path = _overlay(proposals, images, ann_file, split, out / "overlay.png")
     budget = "" if done == planned else f", cut from {planned} by --minutes"
     title = (
         f"novel-class recall (%), strict protocol, {baseline['num_images']} val images, "
@@ -109,6 +123,30 @@ def run_demo(
     print(f"overlay, top {OVERLAY_TOP_K} proposals (green: a novel object found): {overlay_path}")
     print(f"run folder: {run_dir}   total time {(time.perf_counter() - start) / 60:.1f} min")
     return rows
+
+
+def _selective_search(coco: dict, ann_file: Path, images: Path, folder: Path) -> list[dict]:
+    """Selective Search (fast) proposals of the val images, computed once per val set.
+
+    They do not depend on the model, and cost about a second per image on a CPU: they are kept
+    in ``folder`` with the digest of the annotation file they were made for, and reused while
+    it matches.
+    """
+    key = {
+        "annotations": hashlib.sha256(ann_file.read_bytes()).hexdigest(),
+        "method": "selective-search",
+        "mode": "fast",
+        "num": 1000,
+    }
+    saved, key_file = folder / "proposals.json", folder / "key.json"
+    if saved.is_file() and key_file.is_file() and json.loads(key_file.read_text()) == key:
+        return json.loads(saved.read_text())
+    print(f"Selective Search on the {len(coco['images'])} val images (once; kept in {folder})")
+    proposer = baseline_proposer("selective-search", 1000, mode="fast")
+    results = propose_for_images(coco["images"], proposer, images_dir=images, progress=True)
+    write_json(saved, results, indent=None)
+    write_json(key_file, key)
+    return results
 
 
 def _seconds_per_iteration(trainer: Trainer) -> float:
@@ -133,32 +171,48 @@ def _seconds_per_iteration(trainer: Trainer) -> float:
     return statistics.median(times[1:])
 
 
-def _overlay(model, images: Path, ann_file: Path, split, path: Path) -> Path:
-    """The val image whose top proposals hit the most novel objects, hits in green."""
+def _overlay(proposals: list[dict], images: Path, ann_file: Path, split, path: Path) -> Path:
+    """The val image whose top proposals hit the most novel objects, hits in green.
+
+    ``proposals`` are the evaluation's results (COCO format, xywh): the overlay draws what was
+    measured, without running the model again.
+    """
     dataset = CocoDetection(images, ann_file, split, training=False)
     novel = _novel_boxes(ann_file, set(dataset.split.novel_ids))
-    device = next(model.parameters()).device
-    model.eval()
+    top = _top_boxes(proposals, OVERLAY_TOP_K)
     best = None
-    with torch.inference_mode():
-        for index in range(len(dataset)):
-            truth = novel.get(dataset.images[index]["id"], torch.zeros(0, 4))
-            if not len(truth):
-                continue
-            image, _ = dataset[index]
-            boxes = model([image.to(device)])[0]["boxes"][:OVERLAY_TOP_K].cpu()
-            overlaps = box_iou(boxes, truth) >= HIT_IOU  # [K, M]
-            found = int(overlaps.any(dim=0).sum())
-            if best is None or found > best[0]:
-                best = (found, image, boxes, overlaps.any(dim=1), truth)
+    for index, info in enumerate(dataset.images):
+        truth = novel.get(info["id"], torch.zeros(0, 4))
+        boxes = top.get(info["id"], torch.zeros(0, 4))
+        if not len(truth):
+            continue
+        found = int((box_iou(boxes, truth) >= HIT_IOU).any(dim=0).sum())
+        if best is None or found > best[0]:
+            best = (found, index, boxes, truth)
     if best is None:
         raise OwpInputError("the val set has no novel object to show", path=ann_file)
-    _, image, boxes, hits, truth = best
+    _, index, boxes, truth = best
+    image, _ = dataset[index]
+    hits = (box_iou(boxes, truth) >= HIT_IOU).any(dim=1)
     legend = f"top {len(boxes)}: green finds a novel object (IoU >= {HIT_IOU}), white: novel truth"
     picture = hit_overlay(image, boxes, hits, truth, legend=legend)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
     return path
+
+
+def _top_boxes(results: list[dict], k: int) -> dict[int, torch.Tensor]:
+    """Image id -> its ``k`` highest-scored result boxes ``[<=k, 4]`` xyxy."""
+    scored: dict[int, list[tuple[float, list[float]]]] = {}
+    for result in results:
+        x, y, w, h = result["bbox"]
+        scored.setdefault(result["image_id"], []).append((result["score"], [x, y, x + w, y + h]))
+    return {
+        image: torch.tensor(
+            [box for _, box in sorted(entries, key=lambda e: -e[0])[:k]], dtype=torch.float32
+        )
+        for image, entries in scored.items()
+    }
 
 
 def _novel_boxes(ann_file: Path, novel_ids: set[int]) -> dict[int, torch.Tensor]:
