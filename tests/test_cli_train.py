@@ -61,6 +61,26 @@ def test_eval_writes_metrics_with_a_scoring_override(trained, tmp_path, capsys):
     assert "AR@100" in capsys.readouterr().out
 
 
+def test_eval_ranks_by_more_scorings_in_one_pass(trained, tmp_path, capsys):
+    data, run = trained
+    trained_metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert "centerness/AR@100" in trained_metrics  # the demo preset's extra scoring
+    out = tmp_path / "eval"
+    argv = ["eval", str(run), "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--also-scoring", "geomean, centerness"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"geomean/AR@100", "centerness/AR@10"} <= set(metrics)
+    assert (out / "proposals.geomean.json").is_file()
+    table = capsys.readouterr().out.split("novel AR by scoring")[1]
+    assert [line.split()[0] for line in table.strip().splitlines()[3:6]] == [
+        "iou",
+        "geomean",
+        "centerness",
+    ]
+    assert main([*argv, "--also-scoring", "cls*iou"]) == 2
+    assert "scoring 'cls*iou' does not fit this model" in capsys.readouterr().err
+
+
 def test_predict_writes_json_and_overlays(trained, tmp_path):
     data, run = trained
     out = tmp_path / "pred"

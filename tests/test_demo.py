@@ -7,7 +7,8 @@ import pytest
 
 import owp.demo
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
-from owp.demo import run_demo
+from owp.demo import DEMO_COLUMNS, run_demo
+from owp.errors import OwpInputError
 from owp.models.baselines import selective_search_available
 
 
@@ -26,11 +27,23 @@ def test_demo_pipeline_runs_and_is_deterministic(small_set, tmp_path, capsys):
         "same model, scored by centerness",
         "sliding windows (no learning)",
     ] + (["Selective Search fast (no learning)"] if selective_search_available() else [])
-    keys = ("AR@10", "AR@100", "AR@1000", "num_gt")
+    for row in first[:2]:  # both scorings of the model: every column of the table
+        assert all(column in row for column in DEMO_COLUMNS[1:])
+    keys = ("AR@10", "AR@100", "AR@1000")
     assert [[row[k] for k in keys] for row in first] == [[row[k] for k in keys] for row in second]
+    assert first[0]["num_gt"] == first[2]["num_gt"] > 0
     assert (tmp_path / "a" / "overlay.png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "(2 training iterations)" in printed and "for 2 iterations" in printed
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    target = tmp_path / "README.md"
+    target.write_text("keep me")
+    with pytest.raises(OwpInputError, match="not a folder"):
+        run_demo(target, device="cpu", data=tmp_path / "absent", iterations=1)
+    assert target.read_text() == "keep me"
+    assert capsys.readouterr().out == ""  # refused before the first line of output
 
 
 def test_a_minutes_budget_is_named_in_the_table(small_set, tmp_path, capsys):

@@ -92,7 +92,8 @@ def test_preset_loads_and_its_model_config_validates(name):
     assert config.description and "\n" not in config.description
     outputs = model_config(config.model.name, **config.model.options).postprocess_config()
     assert config.train.recipe in RECIPES
-    for scoring in (config.eval.proposal_scoring, config.eval.detection_scoring):
+    eval_scorings = (config.eval.proposal_scoring, config.eval.detection_scoring)
+    for scoring in (*eval_scorings, *config.eval.extra_proposal_scorings):
         if scoring is not None:
             replace(outputs, scoring=scoring)  # raises for a scoring the model does not offer
 

@@ -249,6 +249,13 @@ def _add_model_commands(commands) -> None:
         "cls*iou; two-stage: rpn, roi, oln, iou, cls)",
     )
     evaluate.add_argument(
+        "--also-scoring",
+        default="",
+        help="comma-separated scorings that rank the same proposals again, from the same "
+        "forward pass (e.g. centerness,geomean): one more table row each, saved as "
+        "proposals.<scoring>.json",
+    )
+    evaluate.add_argument(
         "--batch-size",
         type=int,
         default=8,
@@ -799,6 +806,7 @@ def _run_eval(args: argparse.Namespace) -> None:
 
     max_dets = check_max_dets(args.max_dets)
     overrides = {"scoring": args.scoring} if args.scoring else {}
+    extras = [name.strip() for name in args.also_scoring.split(",") if name.strip()]
     if str(args.run).lower().endswith(".onnx"):
         from owp.errors import OwpInputError
 
@@ -837,6 +845,7 @@ def _run_eval(args: argparse.Namespace) -> None:
         # proposals by RPN objectness and its detections by class scores).
         proposal_scoring=None if args.scoring else saved["eval"].get("proposal_scoring"),
         detection_scoring=saved["eval"].get("detection_scoring"),
+        extra_proposal_scorings=extras,
         out_dir=out,
         progress=True,
         reuse=not args.force,
@@ -846,6 +855,8 @@ def _run_eval(args: argparse.Namespace) -> None:
         names = " and ".join(metrics["reused"])
         print(f"reused {names} in {out}: same weights, scoring and data (--force predicts again)")
     _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol']} protocol")
+    if extras:
+        _print_scorings(metrics, extras)
     if args.per_category:
         from owp.evaluation.proposals import category_budget, per_category_recall
         from owp.files import write_json
@@ -962,6 +973,20 @@ def _run_models(args: argparse.Namespace) -> None:
     width = max(map(len, models))
     for name, description in models.items():
         print(f"{name:<{width}}  {description}")
+
+
+def _print_scorings(metrics: dict, extras: list[str]) -> None:
+    """Novel AR of each scoring of one evaluation (``metrics`` of evaluate_model), one row each."""
+    from owp.evaluation.report import metrics_table
+
+    columns = [k for k in metrics if k.startswith("AR")]
+    rows = [{"scoring": metrics["scoring"], **{k: metrics[k] for k in columns}}]
+    rows += [
+        {"scoring": name, **{k: metrics.get(f"{name}/{k}") for k in columns}}
+        for name in extras
+        if name != metrics["scoring"]
+    ]
+    print(metrics_table(rows, ["scoring", *columns], title="novel AR by scoring, one pass (%)"))
 
 
 def _print_run_metrics(metrics: dict, title: str) -> None:

@@ -99,6 +99,8 @@ class EvalConfig:
     ``proposal_scoring`` ranks the proposals whose novel AR is measured, ``detection_scoring``
     the class-labelled detections whose base AP is measured (classifying models only); ``None``
     uses the model's own ``scoring`` (and ``cls*<scoring>`` for AP when that is class-agnostic).
+    ``extra_proposal_scorings`` rank the same proposals again, from the same forward pass:
+    their novel AR is logged as ``<scoring>/AR@k``.
     """
 
     protocol: str = "strict"
@@ -106,6 +108,7 @@ class EvalConfig:
     batch_size: int = 8
     proposal_scoring: str | None = None
     detection_scoring: str | None = None
+    extra_proposal_scorings: tuple[str, ...] = ()
 
 
 @dataclass

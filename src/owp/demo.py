@@ -8,7 +8,8 @@
    ``minutes`` is an explicit opt-in budget: it may cut the iterations, and the table then says
    how many were done.
 3. Novel-class AR@k (strict protocol) on the val set, for the same model scored by IoU and by
-   centerness, and for the non-learned baselines: sliding windows, and Selective Search when
+   centerness (one forward pass, ranked twice: ``eval.extra_proposal_scorings``), and for the
+   non-learned baselines: sliding windows, and Selective Search when
    OpenCV's contrib module is installed (``owp[baselines]``; computed once per val set and
    kept in the output folder). An overlay of the val image where the model's top proposals
    find the most novel objects, hits in green, drawn from the evaluated proposals.
@@ -30,7 +31,7 @@ from torchvision.ops import box_iou
 from owp.config import load_preset
 from owp.data.coco import CocoDetection, read_coco_json
 from owp.data.locate import default_synthetic_dataset, locate, locate_split
-from owp.engine.inference import baseline_proposer, evaluate_model, propose_for_images
+from owp.engine.inference import baseline_proposer, propose_for_images
 from owp.engine.trainer import Trainer
 from owp.errors import OwpInputError
 from owp.evaluation.proposals import evaluate_proposals
@@ -60,6 +61,8 @@ def run_demo(
     the preset's iteration count (tests use them); ``minutes`` caps the iterations to what fits.
     """
     start = time.perf_counter()
+    if out.exists() and not out.is_dir():
+        raise OwpInputError("exists and is not a folder: give the demo an output folder", path=out)
     config = load_preset("demo")
     if data is None:
         default_synthetic_dataset()
@@ -87,13 +90,14 @@ def run_demo(
             f"training fcos_owp_tiny (IoU-CS-IS) for {done} of the demo's {planned} iterations: "
             f"{seconds_per_iter:.2f} s/it on this machine, --minutes {minutes:g}"
         )
-    by_iou = trainer.run().metrics
+    by_iou = trainer.run().metrics  # with centerness/AR@k: the preset's extra scoring
+    by_centerness = {
+        key.removeprefix("centerness/"): value
+        for key, value in by_iou.items()
+        if key.startswith("centerness/")
+    }
     ann_file, images = locate(config.data.val, "val")
     split = locate_split(config.data.split, config.data.val)
-    model = trainer.model
-    model.postprocess_config = replace(model.postprocess_config, scoring="centerness")
-    by_centerness = evaluate_model(model, ann_file, images, split, out_dir=out / "centerness")
-    model.postprocess_config = replace(model.postprocess_config, scoring="iou")
     coco = read_coco_json(ann_file)
     baseline = evaluate_proposals(
         coco, propose_for_images(coco["images"], baseline_proposer("sliding-window", 1000)), split

@@ -192,9 +192,15 @@ def test_num_classes_must_equal_the_splits_base_classes(mini_set, tmp_path):
         train(config, tmp_path / "run", progress=False)
 
 
-def test_an_eval_scoring_the_model_cannot_give_fails_before_training(mini_set, tmp_path):
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("detection_scoring", "cls*iou"), ("extra_proposal_scorings", ("centerness", "cls*iou"))],
+)
+def test_an_eval_scoring_the_model_cannot_give_fails_before_training(
+    mini_set, tmp_path, key, value
+):
     config = mini_config(mini_set, max_iters=1)
-    config = replace(config, eval=replace(config.eval, detection_scoring="cls*iou"))
-    with pytest.raises(OwpInputError, match=r"eval.detection_scoring='cls\*iou'.*classifier"):
+    config = replace(config, eval=replace(config.eval, **{key: value}))
+    with pytest.raises(OwpInputError, match=rf"eval.{key}='cls\*iou'.*classifier"):
         Trainer(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

@@ -126,6 +126,34 @@ def predict_dataset(
     ``fp16``. On CUDA, batches are read into pinned memory and copied without blocking.
     Contiguous labels of a classifying model become the split's dataset category ids.
     """
+    return predict_dataset_per_config(
+        model,
+        dataset,
+        [model.postprocess_config],
+        batch_size=batch_size,
+        num_workers=num_workers,
+        precision=precision,
+        progress=progress,
+    )[0]
+
+
+def predict_dataset_per_config(
+    model: nn.Module,
+    dataset: CocoDetection,
+    configs: Sequence[Any],
+    *,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    precision: str = "none",
+    progress: bool = False,
+) -> list[Results]:
+    """:func:`predict_dataset` under each postprocess config (scoring, top-k, thresholds) in
+    one pass over the data: one list of COCO results per config.
+
+    The model's ``detect_per_config`` runs the backbone (for FCOS-OWP the whole network) once
+    per batch and postprocesses its outputs with each config, so comparing scorings, or
+    proposals with detections, costs one forward pass, not one per config.
+    """
     if batch_size < 1:
         raise OwpInputError(f"the batch size must be a positive integer, got {batch_size}")
     device = next(model.parameters()).device
@@ -139,22 +167,25 @@ def predict_dataset(
     )
     was_training = model.training
     model.eval()
-    per_image: dict[int, Results] = {}
+    per_image: list[dict[int, Results]] = [{} for _ in configs]
+    base_ids = torch.tensor(dataset.split.base_ids, dtype=torch.int64)
     with torch.inference_mode(), autocast(device, precision):
         for images, targets, unreadable in tqdm(
             loader, desc="predicting", unit="batch", disable=not progress
         ):
             if unreadable:
                 raise OwpInputError(unreadable[0])
-            outputs = model(to_device(images, device))
-            for output, target in zip(outputs, targets, strict=True):
-                if "labels" in output:
-                    ids = torch.tensor(dataset.split.base_ids, device=output["labels"].device)
-                    output = {**output, "labels": ids[output["labels"]]}
-                per_image[int(target["image_id"])] = to_coco_results(target["image_id"], output)
+            per_config = model.detect_per_config(to_device(images, device), list(configs))
+            for results, outputs in zip(per_image, per_config, strict=True):
+                for output, target in zip(outputs, targets, strict=True):
+                    if "labels" in output:
+                        ids = base_ids.to(output["labels"].device)
+                        output = {**output, "labels": ids[output["labels"]]}
+                    image_id = int(target["image_id"])
+                    results[image_id] = to_coco_results(image_id, output)
     model.train(was_training)
     order = [int(info["id"]) for info in dataset.images]
-    return [result for image_id in order for result in per_image[image_id]]
+    return [[r for image_id in order for r in results[image_id]] for results in per_image]
 
 
 def evaluate_model(
@@ -168,6 +199,7 @@ def evaluate_model(
     batch_size: int = 8,
     proposal_scoring: str | None = None,
     detection_scoring: str | None = None,
+    extra_proposal_scorings: Sequence[str] = (),
     out_dir: str | Path | None = None,
     progress: bool = False,
     reuse: bool = False,
@@ -179,53 +211,89 @@ def evaluate_model(
     model keeps ``max(max_dets)`` per image. A classifying model is also run with
     ``detection_scoring`` (default: the model's ``postprocess_config.detection_scoring()``:
     FCOS-OWP's scoring if class-aware, else ``cls*<scoring>``; ``cls`` for two-stage models)
-    for base AP at 100 detections (300 on LVIS-style ground truth, as LVIS's AP keeps). With
-    ``out_dir``, ``proposals.json`` (and ``detections.json``), ``metrics.json`` and
-    ``predictions.json`` (what the predictions were made from: a digest of the weights, the
-    model and postprocess settings, the annotation file and images folder) are written there.
-    With ``reuse``, predictions saved in ``out_dir`` whose ``predictions.json`` entry matches
-    are evaluated again instead of predicted again (``metrics["reused"]`` names them).
-    ``batch_size`` images go through the model at a time (:func:`predict_dataset`: the results
-    do not depend on it) under autocast ``precision`` (``none`` = fp32, ``bf16``, ``fp16``).
+    for base AP at 100 detections (300 on LVIS-style ground truth, as LVIS's AP keeps).
+    Each of ``extra_proposal_scorings`` ranks the proposals once more, from the same forward
+    pass (:func:`predict_dataset_per_config`); its novel-AR metrics are added under the keys
+    ``"<scoring>/<metric>"`` (``"centerness/AR@100"``).
+
+    With ``out_dir``, ``proposals.json`` (``proposals.<scoring>.json`` per extra scoring, and
+    ``detections.json``), ``metrics.json`` and ``predictions.json`` (what the predictions were
+    made from: a digest of the weights, the model and postprocess settings, the annotation
+    file and images folder) are written there. With ``reuse``, predictions saved in
+    ``out_dir`` whose ``predictions.json`` entry matches are evaluated again instead of
+    predicted again (``metrics["reused"]`` names them). ``batch_size`` images go through the
+    model at a time (the results do not depend on it) under autocast ``precision`` (``none``
+    = fp32, ``bf16``, ``fp16``).
     """
     dataset = CocoDetection(images_dir, ann_file, split, training=False)
     coco = read_coco_json(ann_file)
     config = model.postprocess_config
     scoring = proposal_scoring or config.scoring
-    saved = _saved_predictions(out_dir) if reuse else {}
-    keys: dict[str, dict[str, Any]] = {}
-    reused: list[str] = []
-
-    def predictions(name: str, chosen: str, top_n: int) -> Results:
-        keys[name] = prediction_key(model, dataset, chosen, top_n, precision)
-        if saved.get(name) == keys[name] and (Path(out_dir) / name).is_file():
-            reused.append(name)
-            return read_results(Path(out_dir) / name, [img["id"] for img in coco["images"]])
-        return _predict_with(model, dataset, batch_size, progress, chosen, top_n, precision)
-
-    proposals = predictions("proposals.json", scoring, max(max_dets))
-    metrics = evaluate_proposals(
-        coco, proposals, dataset.split, protocol=protocol, max_dets=max_dets
-    )
-    metrics["scoring"] = scoring
-    outputs = {"proposals.json": proposals}
-    if model.config.num_classes is not None and dataset.split.base_ids:
+    for chosen in dict.fromkeys([scoring, *extra_proposal_scorings]):
+        check_scoring(model, chosen)
+    top_n = max(max_dets)
+    wanted = {"proposals.json": (scoring, top_n)}
+    for extra in extra_proposal_scorings:
+        if extra != scoring:
+            wanted[f"proposals.{extra}.json"] = (extra, top_n)
+    classifying = model.config.num_classes is not None and bool(dataset.split.base_ids)
+    if classifying:
         class_scoring = detection_scoring or config.detection_scoring()
         budget = LVIS_MAX_DETS if is_federated(coco) else DETECTION_MAX_DETS[-1]
-        detections = predictions("detections.json", class_scoring, budget)
-        ap = evaluate_detections(coco, detections, dataset.split)
+        wanted["detections.json"] = (class_scoring, budget)
+    keys = {
+        name: prediction_key(model, dataset, chosen, n, precision)
+        for name, (chosen, n) in wanted.items()
+    }
+    saved = _saved_predictions(out_dir) if reuse else {}
+    reused = [
+        name
+        for name in wanted
+        if saved.get(name) == keys[name] and (Path(out_dir) / name).is_file()
+    ]
+    image_ids = [img["id"] for img in coco["images"]]
+    outputs = {name: read_results(Path(out_dir) / name, image_ids) for name in reused}
+    missing = [name for name in wanted if name not in reused]
+    configs = [replace(config, scoring=wanted[n][0], post_nms_top_n=wanted[n][1]) for n in missing]
+    if missing:
+        predicted = predict_dataset_per_config(
+            model, dataset, configs, batch_size=batch_size, precision=precision, progress=progress
+        )
+        outputs.update(zip(missing, predicted, strict=True))
+
+    def novel_recall(name: str) -> dict[str, Any]:
+        return evaluate_proposals(
+            coco, outputs[name], dataset.split, protocol=protocol, max_dets=max_dets
+        )
+
+    metrics = novel_recall("proposals.json")
+    metrics["scoring"] = scoring
+    for extra in extra_proposal_scorings:
+        if extra != scoring:
+            for key, value in novel_recall(f"proposals.{extra}.json").items():
+                if key.startswith("AR"):
+                    metrics[f"{extra}/{key}"] = value
+    if classifying:
+        ap = evaluate_detections(coco, outputs["detections.json"], dataset.split)
         metrics.update({k: v for k, v in ap.items() if k.startswith("AP")})
         metrics["detection_scoring"] = class_scoring
-        outputs["detections.json"] = detections
     if reused:
         metrics["reused"] = reused
     if out_dir is not None:
-        for name, results in outputs.items():
-            if name not in reused:
-                write_json(Path(out_dir) / name, results, indent=None)
+        for name in missing:
+            write_json(Path(out_dir) / name, outputs[name], indent=None)
         write_json(Path(out_dir) / PREDICTIONS_FILE, keys)
         write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
+
+
+def check_scoring(model: nn.Module, scoring: str) -> None:
+    """Raise a one-line :class:`OwpInputError` when ``model`` cannot rank by ``scoring`` (an
+    unknown name, a branch it lacks, a class scoring without a classifier)."""
+    try:
+        replace(model.config, scoring=scoring)
+    except ValueError as err:
+        raise OwpInputError(f"scoring {scoring!r} does not fit this model: {err}") from None
 
 
 PREDICTIONS_FILE = "predictions.json"
@@ -267,20 +335,6 @@ def _saved_predictions(out_dir: str | Path | None) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _predict_with(
-    model, dataset, batch_size, progress, scoring: str, top_n: int, precision: str
-) -> Results:
-    """:func:`predict_dataset` with the model's scoring and ``post_nms_top_n`` swapped in."""
-    config = model.postprocess_config
-    model.postprocess_config = replace(config, scoring=scoring, post_nms_top_n=top_n)
-    try:
-        return predict_dataset(
-            model, dataset, batch_size=batch_size, precision=precision, progress=progress
-        )
-    finally:
-        model.postprocess_config = config
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

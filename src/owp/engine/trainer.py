@@ -333,6 +333,7 @@ class Trainer:
             batch_size=self.config.eval.batch_size,
             proposal_scoring=self.config.eval.proposal_scoring,
             detection_scoring=self.config.eval.detection_scoring,
+            extra_proposal_scorings=self.config.eval.extra_proposal_scorings,
             out_dir=self.run_dir / "eval",
             progress=self.progress,
         )
@@ -570,8 +571,10 @@ class Trainer:
     def _check_eval_scorings(self) -> None:
         """Fail now, not after training, when an eval scoring does not fit the model."""
         cfg, model = self.config.eval, self.config.model
-        for key in ("proposal_scoring", "detection_scoring"):
-            scoring = getattr(cfg, key)
+        chosen = [("proposal_scoring", cfg.proposal_scoring)]
+        chosen += [("detection_scoring", cfg.detection_scoring)]
+        chosen += [("extra_proposal_scorings", s) for s in cfg.extra_proposal_scorings]
+        for key, scoring in chosen:
             if scoring is None:
                 continue
             try:

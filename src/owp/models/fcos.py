@@ -230,32 +230,52 @@ class FCOSOWP(nn.Module):
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if self.training and targets is None:
             raise ValueError("FCOSOWP needs targets in training mode")
-        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        if not self.training:
+            return self.detect_per_config(images, [self.postprocess_config])[0]
         image_list, targets = self.transform(images, targets)
-        features = list(self.backbone(image_list.tensors).values())
-        # At inference only the branches the scoring reads are computed.
-        outputs = self.head(
-            features, None if self.training else self.postprocess_config.required_outputs()
-        )
+        outputs, points = self._head_outputs(image_list.tensors, None)
+        return self.compute_losses(outputs, points, targets)
+
+    def detect_per_config(
+        self, images: list[Tensor], configs: list[PostprocessConfig]
+    ) -> list[list[dict[str, Tensor]]]:
+        """Detections of ``images`` (each ``[3, H, W]``) under each postprocess config.
+
+        The backbone and head run once; only the branches the configs' scorings read are
+        computed, and each config ranks and selects from the same outputs. Returns one list of
+        per-image outputs (the ``forward`` eval contract, original image coordinates) per
+        config; ``forward`` in eval mode returns the one for ``self.postprocess_config``.
+        """
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        image_list, _ = self.transform(images, None)
+        required = tuple(dict.fromkeys(k for c in configs for k in c.required_outputs()))
+        outputs, points = self._head_outputs(image_list.tensors, required)
+        sizes = image_list.image_sizes
+        return [
+            self.transform.postprocess(
+                postprocess(outputs, points.xy, points.stride, points.num_per_level, sizes, c),
+                sizes,
+                original_sizes,
+            )
+            for c in configs
+        ]
+
+    def _head_outputs(
+        self, tensors: Tensor, required: tuple[str, ...] | None
+    ) -> tuple[dict[str, Tensor], Points]:
+        """Head outputs (each ``[B, P, K]``, fp32) of a padded batch ``[B, 3, H, W]`` and its
+        locations; ``required`` names the outputs to compute (``None``: all)."""
+        features = list(self.backbone(tensors).values())
+        outputs = self.head(features, required)
         # Under autocast the head's outputs are bf16/fp16: targets (IoU of the predicted box),
         # losses and box decoding are computed from fp32 copies.
         outputs = {name: value.float() for name, value in outputs.items()}
         points = make_points(
             [(f.shape[-2], f.shape[-1]) for f in features],
-            image_size=(image_list.tensors.shape[-2], image_list.tensors.shape[-1]),
-            device=image_list.tensors.device,
+            image_size=(tensors.shape[-2], tensors.shape[-1]),
+            device=tensors.device,
         )
-        if self.training:
-            return self.compute_losses(outputs, points, targets)
-        detections = postprocess(
-            outputs,
-            points.xy,
-            points.stride,
-            points.num_per_level,
-            image_list.image_sizes,
-            self.postprocess_config,
-        )
-        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        return outputs, points
 
     def training_stats(self) -> dict[str, float]:
         """Extra values the trainer logs: ``masked`` locations when unknown-object masking is on."""

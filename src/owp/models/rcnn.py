@@ -220,15 +220,37 @@ class TwoStageDetector(nn.Module, ABC):
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if self.training and targets is None:
             raise ValueError(f"{type(self).__name__} needs targets in training mode")
-        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         if self.training:
             image_list, rcnn_targets = self.transform(images, self._rcnn_targets(targets))
             features = self.backbone(image_list.tensors)
             return self.compute_losses(image_list, features, rcnn_targets)
+        return self.detect_per_config(images, [self.postprocess_config])[0]
+
+    def detect_per_config(
+        self, images: list[Tensor], configs: list[RCNNPostprocessConfig]
+    ) -> list[list[dict[str, Tensor]]]:
+        """Detections of ``images`` (each ``[3, H, W]``) under each postprocess config: one list
+        of per-image outputs (original image coordinates) per config.
+
+        The backbone runs once; the proposal and RoI stages run once per config (they depend
+        on its scoring). ``forward`` in eval mode is
+        ``detect_per_config(images, [self.postprocess_config])[0]``.
+        """
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, _ = self.transform(images)
         features = self.backbone(image_list.tensors)
-        detections = self.detect(image_list, features)
-        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        own = self.postprocess_config
+        results = []
+        try:
+            for config in configs:
+                self.postprocess_config = config
+                detections = self.detect(image_list, features)
+                results.append(
+                    self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+                )
+        finally:
+            self.postprocess_config = own
+        return results
 
     @abstractmethod
     def compute_losses(
