@@ -130,6 +130,26 @@ def test_faster_rcnn_sources_give_its_rpn_objectness(torch_home, builder, tmp_pa
     assert torch.equal(output["objectness"], output["scores"])
 
 
+def test_faster_rcnn_source_selects_per_config_from_one_rpn_pass(torch_home):
+    from dataclasses import replace
+
+    model = owp.load("torchvision:fasterrcnn_resnet50_fpn", **SMALL)
+    configs = [
+        replace(model.postprocess_config, nms_thresh=0.7, post_nms_top_n=100),
+        replace(model.postprocess_config, nms_thresh=0.5, post_nms_top_n=20),
+    ]
+    batch = [image_tensor(200, 260, 5), image_tensor(200, 260, 6)]
+    together = model.detect_per_config(batch, configs)
+    for config, outputs in zip(configs, together, strict=True):
+        model.postprocess_config = config
+        with torch.no_grad():
+            alone = model(batch)
+        for mine, expected in zip(outputs, alone, strict=True):
+            assert len(mine["boxes"]) == config.post_nms_top_n
+            assert torch.equal(mine["boxes"], expected["boxes"])
+            assert torch.equal(mine["scores"], expected["scores"])
+
+
 def test_predict_and_eval_through_the_cli(torch_home, images, tmp_path, monkeypatch):
     import owp.sources
 

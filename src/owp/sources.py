@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from owp.errors import OwpInputError
 from owp.models.backbones import read_state_dict
-from owp.models.rcnn import IMAGENET_MEAN, IMAGENET_STD
+from owp.models.rcnn import IMAGENET_MEAN, IMAGENET_STD, RCNNPostprocessConfig
 
 TORCHVISION_PREFIX = "torchvision:"
 ONNX_SUFFIX = ".onnx"
@@ -215,24 +215,34 @@ class FasterRCNNProposals(nn.Module):
         return self.detector.rpn
 
     def forward(self, images: list[Tensor], targets=None) -> list[dict[str, Tensor]]:
-        from owp.models.rcnn import select_each
-        from owp.models.rpn import rpn_forward
-
         if self.training:
             raise OwpInputError(
                 f"{self.config.source} is a fixed torchvision detector: it predicts, it does not "
                 "train here (train an owp model, e.g. --preset coco-all-iou-from-torchvision)"
             )
+        return self.detect_per_config(images, [self.postprocess_config])[0]
+
+    def detect_per_config(
+        self, images: list[Tensor], configs: list[RCNNPostprocessConfig]
+    ) -> list[list[dict[str, Tensor]]]:
+        """The eval outputs of ``images`` under each selection config (NMS threshold, top-k):
+        the backbone and RPN run once, the selection once per config."""
+        from owp.models.rcnn import select_each
+        from owp.models.rpn import rpn_forward
+
         detector = self.detector
         original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         with torch.no_grad():
             image_list, _ = detector.transform(list(images))
             features = detector.backbone(image_list.tensors)
             proposals, objectness, _ = rpn_forward(detector.rpn, image_list, features)
-            selected = select_each(
-                proposals, objectness, image_list.image_sizes, self.postprocess_config
-            )
-        return detector.transform.postprocess(selected, image_list.image_sizes, original_sizes)
+            sizes = image_list.image_sizes
+            return [
+                detector.transform.postprocess(
+                    select_each(proposals, objectness, sizes, config), sizes, original_sizes
+                )
+                for config in configs
+            ]
 
 
 def _faster_rcnn(name: str, weights: str | Path | None, options: dict[str, Any]) -> nn.Module:

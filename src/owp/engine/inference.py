@@ -175,7 +175,7 @@ def predict_dataset_per_config(
         ):
             if unreadable:
                 raise OwpInputError(unreadable[0])
-            per_config = model.detect_per_config(to_device(images, device), list(configs))
+            per_config = _detect_per_config(model, to_device(images, device), list(configs))
             for results, outputs in zip(per_image, per_config, strict=True):
                 for output, target in zip(outputs, targets, strict=True):
                     if "labels" in output:
@@ -186,6 +186,22 @@ def predict_dataset_per_config(
     model.train(was_training)
     order = [int(info["id"]) for info in dataset.images]
     return [[r for image_id in order for r in results[image_id]] for results in per_image]
+
+
+def _detect_per_config(model: nn.Module, images: list[torch.Tensor], configs: list) -> list:
+    """``model.detect_per_config(images, configs)`` (one forward pass); a model under the owp
+    contract without it is run once per config, with its ``postprocess_config`` swapped."""
+    if hasattr(model, "detect_per_config"):
+        return model.detect_per_config(images, configs)
+    own = model.postprocess_config
+    try:
+        results = []
+        for config in configs:
+            model.postprocess_config = config
+            results.append(model(images))
+        return results
+    finally:
+        model.postprocess_config = own
 
 
 def evaluate_model(
