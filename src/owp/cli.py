@@ -561,7 +561,8 @@ def _add_pseudo_label_command(commands) -> None:
         "objects of the training images",
         description="Run a trained proposer over the training images and keep, per image, the "
         "proposals with objectness >= --min-score whose overlap with every annotated box "
-        "(base IoU, crowd share) is below --max-iou, after a class-agnostic NMS at --nms-iou, "
+        "(base IoU, crowd share) is below --max-iou and less than --max-cover of whose area lies "
+        "inside any annotated box, after a class-agnostic NMS at --nms-iou, "
         "at most --per-image of them. Writes a COCO instances JSON (images copied from the "
         "training set, one category 'object', each box \"pseudo\": true with its score) for "
         "data.pseudo_labels. On the synthetic set (objects.json beside the JSON) it also prints "
@@ -585,6 +586,12 @@ def _add_pseudo_label_command(commands) -> None:
         type=float,
         default=0.3,
         help="drop proposals overlapping an annotated box (IoU) or a crowd region this much",
+    )
+    pseudo.add_argument(
+        "--max-cover",
+        type=float,
+        default=0.5,
+        help="drop proposals with this share of their area or more inside one annotated box",
     )
     pseudo.add_argument("--nms-iou", type=float, default=0.5, help="IoU of the class-agnostic NMS")
     pseudo.add_argument("--batch-size", type=int, default=8, help="images per model call")
@@ -610,6 +617,7 @@ def _run_pseudo_label(args: argparse.Namespace) -> None:
         min_score=args.min_score,
         per_image=args.per_image,
         max_iou=args.max_iou,
+        max_cover=args.max_cover,
         nms_iou=args.nms_iou,
     )
     if args.batch_size < 1:

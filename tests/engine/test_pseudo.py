@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from owp.data.coco import CocoDetection
 from owp.data.pseudo import PSEUDO_CATEGORY, read_pseudo_labels
@@ -53,9 +54,23 @@ def test_filter_drops_low_scores_and_overlaps_with_annotated_and_crowd_boxes():
     annotated, crowd = boxes([0, 0, 10, 10]), boxes([50, 0, 100, 50])
     assert select(proposals, values, annotated, crowd) == [2, 5]
     assert select(proposals, values, annotated, crowd, min_score=0.3) == [2, 5, 6]
-    # max_iou 0.6 lets an overlap of 0.5 through (1 and 4), not a region wholly covered (3).
-    assert select(proposals, values, annotated, crowd, max_iou=0.6) == [1, 2, 4, 5]
+    # max_iou 0.6 lets an overlap of 0.5 through (1 and 4), not a region wholly covered (3);
+    # 1 lies half inside the annotated box, which max_cover 0.5 drops and 0.6 lets through.
+    assert select(proposals, values, annotated, crowd, max_iou=0.6) == [2, 4, 5]
+    assert select(proposals, values, annotated, crowd, max_iou=0.6, max_cover=0.6) == [1, 2, 4, 5]
     assert covered_share(proposals[3:6], crowd).flatten().tolist() == pytest.approx([1, 0.5, 0.1])
+
+
+def test_filter_drops_a_part_of_an_annotated_object_despite_its_low_iou():
+    """The issue's repro: a proposal inside an annotated box has IoU 0.16 with it."""
+    proposals = boxes([50, 50, 90, 90], [0, 50, 40, 90], [150, 150, 190, 190])
+    values = scores(0.9, 0.8, 0.7)
+    annotated, crowd = boxes([20, 20, 120, 120]), boxes()
+    assert float(box_iou(proposals[:1], annotated)) == pytest.approx(0.16)
+    # 0: wholly inside; 1: 20 x 40 of its 40 x 40 inside (half); 2: outside.
+    assert select(proposals, values, annotated, crowd) == [2]
+    assert select(proposals, values, annotated, crowd, max_cover=0.6) == [1, 2]
+    assert select(proposals, values, annotated, crowd, max_cover=1.0) == [1, 2]
 
 
 def test_filter_nms_is_class_agnostic_and_runs_after_the_overlap_filter():
@@ -78,7 +93,14 @@ def test_filter_caps_the_boxes_per_image_best_first():
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("min_score", 1.5), ("max_iou", -0.1), ("nms_iou", 2), ("per_image", 0)]
+    ("field", "value"),
+    [
+        ("min_score", 1.5),
+        ("max_iou", -0.1),
+        ("max_cover", 1.1),
+        ("nms_iou", 2),
+        ("per_image", 0),
+    ],
 )
 def test_settings_out_of_range_are_refused(field, value):
     with pytest.raises(OwpInputError, match=field):
@@ -204,6 +226,7 @@ def test_mining_keeps_unannotated_objects_and_writes_a_coco_file(toy_set, monkey
         "min_score": 0.5,
         "per_image": 5,
         "max_iou": 0.3,
+        "max_cover": 0.5,
         "nms_iou": 0.5,
     }
     assert coco["info"]["scoring"] == "iou" and coco["info"]["checkpoint"] == "x.pt"

@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from owp.models.assign import IGNORE, assign, assigned_to_flagged, make_points, pad_targets
+import owp
+from owp.models.assign import (
+    BACKGROUND,
+    IGNORE,
+    assign,
+    assign_targets,
+    assigned_to_flagged,
+    make_points,
+    pad_targets,
+)
 from owp.models.factory import create_model
 
 # One 8 x 8 level at stride 8 (points at 0, 8, ..., 56), every box size accepted.
@@ -179,3 +188,82 @@ def test_double_head_samples_no_roi_of_a_pseudo_box_for_its_class_losses():
     assert labels[0].min() >= 0  # no RoI labelled with the pseudo box's -1 is drawn
     assert (36.0, 36.0, 58.0, 58.0) not in drawn and tuple(PSEUDO) not in drawn
     assert (4.0, 4.0, 26.0, 26.0) in drawn and (0.0, 40.0, 20.0, 60.0) in drawn
+
+
+# The issue's repro: a pseudo box inside an annotated one (IoU 0.16), on FCOS's five levels of a
+# 160 x 160 input.
+BIG = [20.0, 20.0, 120.0, 120.0]
+PART = [50.0, 50.0, 90.0, 90.0]
+FCOS_POINTS = make_points([(20, 20), (10, 10), (5, 5), (3, 3), (2, 2)], image_size=(160, 160))
+
+
+def test_annotated_boxes_are_assigned_first_and_a_pseudo_box_takes_only_their_background():
+    off_centre = [24.0, 24.0, 56.0, 56.0]  # also inside BIG, around a point BIG leaves alone
+    boxes, valid, ignore, _ = pad_targets([torch.tensor([BIG, PART, off_centre])])
+    pseudo = torch.tensor([[False, True, True]])
+    alone = assign(FCOS_POINTS, boxes[:, :1], valid[:, :1], ignore[:, :1])
+    with_pseudo = assign_targets(FCOS_POINTS, boxes, valid, ignore, pseudo)
+    assert int((alone == 0).sum()) == 14
+    # The annotated box keeps every one of its locations ...
+    assert torch.equal(with_pseudo == 0, alone == 0)
+    # ... PART shares BIG's centre, so every location it could take is BIG's: it gets none;
+    assert int((with_pseudo == 1).sum()) == 0
+    # ... the off-centre box gets locations that were background, and only those.
+    claimed = with_pseudo == 2
+    assert int(claimed.sum()) > 0
+    assert bool((alone[claimed] == BACKGROUND).all())
+    # Plain FCOS (smallest box wins) gives the annotated box 5 of its 14 locations.
+    plain = assign(FCOS_POINTS, boxes[:, :2], valid[:, :2], ignore[:, :2])
+    assert int((plain == 0).sum()) == 5
+
+
+def test_a_pseudo_box_never_claims_a_crowd_region():
+    crowd = [0.0, 0.0, 160.0, 80.0]
+    boxes, valid, ignore, _ = pad_targets(
+        [torch.tensor([crowd, [10.0, 10.0, 50.0, 50.0]])], [torch.tensor([True, False])]
+    )
+    pseudo = torch.tensor([[False, True]])
+    matched = assign_targets(FCOS_POINTS, boxes, valid, ignore, pseudo)
+    inside = assign(FCOS_POINTS, boxes[:, :1], valid[:, :1], ignore[:, :1]) == IGNORE
+    assert bool(inside.any()) and bool((matched[inside] == IGNORE).all())
+    assert int((matched == 1).sum()) == 0  # the pseudo box lies wholly in the crowd region
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"objectness_samples": "all"},
+        {"num_classes": 3, "unknown_mask": "pixel", "unknown_mask_thresh": 0.0},
+        {"num_classes": 3, "objectness_samples": "foreground"},
+    ],
+    ids=["agnostic", "all-samples", "classifying-masked", "classifying-foreground"],
+)
+def test_pseudo_weight_zero_gives_the_losses_without_pseudo_boxes_bit_for_bit(options):
+    """Through the public API: a training-mode forward of ``owp.create_model``."""
+    torch.manual_seed(0)
+    net = owp.create_model(
+        "fcos_owp_tiny",
+        min_size=160,
+        max_size=160,
+        scoring="cls*iou" if options.get("num_classes") else "iou",
+        **options,
+    ).train()
+    images = [torch.rand(3, 160, 160, generator=torch.Generator().manual_seed(3))]
+    annotated = {"boxes": torch.tensor([BIG]), "labels": torch.tensor([1])}
+    pseudo_boxes = [PART, [100.0, 110.0, 150.0, 150.0], [4.0, 120.0, 40.0, 156.0]]
+    with_pseudo = {
+        "boxes": torch.tensor([BIG, *pseudo_boxes]),
+        "labels": torch.tensor([1, -1, -1, -1]),
+        "pseudo": torch.tensor([False, True, True, True]),
+    }
+    net.iteration = 1
+    without = net(images, [annotated])
+    net.pseudo_weight = 0.0
+    zero = net(images, [with_pseudo])
+    assert zero.keys() == without.keys()
+    for name in without:
+        assert torch.equal(zero[name], without[name]), name
+    net.pseudo_weight = 1.0
+    one = net(images, [with_pseudo])
+    assert not torch.equal(one["bbox_regression"], without["bbox_regression"])

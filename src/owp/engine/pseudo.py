@@ -4,7 +4,9 @@ A trained proposer is run over the *training* images (:func:`mine_pseudo_labels`
 :func:`select_pseudo_boxes` keeps the proposals that are likely objects nobody annotated:
 objectness at least ``min_score``, overlap below ``max_iou`` with every annotated box of the
 image (base boxes by IoU, crowd regions by the share of the proposal they cover — COCO's crowd
-rule), surviving a class-agnostic NMS at ``nms_iou``, at most ``per_image`` of them, best first.
+rule), less than ``max_cover`` of its area inside any annotated box (a part of an annotated
+object has a low IoU with it, but is no unannotated object), surviving a class-agnostic NMS at
+``nms_iou``, at most ``per_image`` of them, best first.
 The result is a COCO instances dict of class-agnostic boxes (:data:`~owp.data.pseudo.
 PSEUDO_CATEGORY`, each ``"pseudo": true`` with its ``score``) that training reads through
 ``data.pseudo_labels``.
@@ -60,16 +62,19 @@ class PseudoLabelSettings:
     ``min_score``: least objectness kept (0 keeps every proposal: then ``per_image`` alone
     selects). ``per_image``: most boxes kept per image. ``max_iou``: a proposal overlapping an
     annotated box (IoU) or a crowd region (share of the proposal covered) this much or more
-    is dropped. ``nms_iou``: IoU of the class-agnostic NMS among the kept proposals.
+    is dropped. ``max_cover``: a proposal whose area lies this much or more inside one
+    annotated box (intersection over the proposal's area, the crowd rule's overlap) is
+    dropped. ``nms_iou``: IoU of the class-agnostic NMS among the kept proposals.
     """
 
     min_score: float = 0.5
     per_image: int = 5
     max_iou: float = 0.3
+    max_cover: float = 0.5
     nms_iou: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("min_score", "max_iou", "nms_iou"):
+        for name in ("min_score", "max_iou", "max_cover", "nms_iou"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise OwpInputError(f"pseudo labels: {name} must lie in [0, 1], got {value}")
@@ -98,6 +103,7 @@ def select_pseudo_boxes(
     keep = scores >= settings.min_score
     if len(annotated):
         keep &= box_iou(boxes, annotated).amax(dim=1) < settings.max_iou
+        keep &= covered_share(boxes, annotated).amax(dim=1) < settings.max_cover
     if len(crowd):
         keep &= covered_share(boxes, crowd).amax(dim=1) < settings.max_iou
     candidates = keep.nonzero(as_tuple=True)[0]

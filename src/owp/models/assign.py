@@ -300,6 +300,47 @@ def assign(
     return matched.masked_fill(in_crowd & ~found, IGNORE)
 
 
+def assign_targets(
+    points: Points,
+    gt_boxes: Tensor,
+    gt_valid: Tensor,
+    gt_ignore: Tensor,
+    gt_pseudo: Tensor,
+    *,
+    center_radius: float | None = 1.5,
+) -> Tensor:
+    """:func:`assign` with pseudo boxes (self-training) that never take an annotated object's
+    locations.
+
+    Annotated boxes are assigned first, alone (:func:`assign` without the pseudo boxes). A
+    pseudo box then claims only points that are :data:`BACKGROUND` for every annotated box —
+    never an annotated box's foreground, never an ignore (crowd) point — by the same FCOS rule
+    among the pseudo boxes (smallest area wins). Without pseudo boxes this is :func:`assign`.
+
+    Args:
+        points, gt_boxes, gt_valid, gt_ignore, center_radius: as for :func:`assign`.
+        gt_pseudo: ``[B, M]`` bool, True for the pseudo boxes.
+
+    Returns:
+        ``[B, P]`` int64: the index into ``M`` of the assigned box (annotated or pseudo),
+        :data:`BACKGROUND` or :data:`IGNORE`.
+    """
+    pseudo = gt_pseudo & gt_valid & ~gt_ignore
+    annotated = assign(points, gt_boxes, gt_valid & ~pseudo, gt_ignore, center_radius=center_radius)
+    if not bool(pseudo.any()):
+        return annotated
+    claimed = assign(
+        points, gt_boxes, pseudo, torch.zeros_like(pseudo), center_radius=center_radius
+    )
+    return torch.where((annotated == BACKGROUND) & (claimed >= 0), claimed, annotated)
+
+
+def inside_flagged(points: Points, gt_boxes: Tensor, flags: Tensor) -> Tensor:
+    """``[B, P]`` bool: the point lies strictly inside a box ``gt_boxes`` ``[B, M, 4]`` whose
+    flag in ``flags`` ``[B, M]`` is set (e.g. the valid pseudo boxes)."""
+    return _inside_any(points.xy, gt_boxes, flags)
+
+
 def _inside_any(xy: Tensor, boxes: Tensor, which: Tensor) -> Tensor:
     """``[B, P]`` bool: point ``xy[p]`` lies strictly inside some box ``boxes[b, m]`` with
     ``which[b, m]``. Only the flagged boxes are compared (crowd boxes are few per image)."""

@@ -18,14 +18,16 @@ from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from owp.models.assign import (
+    BACKGROUND,
     IGNORE,
     SAMPLE_SETS,
     Points,
-    assign,
+    assign_targets,
     assigned_to_flagged,
     centerness_targets,
     check_labels,
     gather_boxes,
+    inside_flagged,
     iou_targets,
     ltrb_targets,
     make_points,
@@ -52,6 +54,8 @@ from owp.models.postprocess import (
 UNKNOWN_MASKS = (None, "pixel", "area")
 # Head output -> what the model needs to produce it (an objectness branch or the classifier).
 _BRANCH_OF_OUTPUT = {"bbox_ctrness": "centerness", "bbox_iou": "iou", "cls_logits": "classifier"}
+# The per-box entries of a target (the rest, e.g. image_id and orig_size, are per image).
+_PER_BOX = ("boxes", "labels", "ignore", "iscrowd", "pseudo")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -286,16 +290,20 @@ class FCOSOWP(nn.Module):
     ) -> dict[str, Tensor]:
         """The FCOS-OWP losses for a batch (DESIGN.md §4), each already normalised.
 
-        Pseudo boxes (``target["pseudo"]``, self-training) are assigned like annotated boxes for
-        regression and objectness; their locations count ``self.pseudo_weight`` times, in the
-        sums and in the normalisers alike (weight 1: exactly as annotated boxes; weight 0: as if
-        they were ignore regions). The classifier sees the assignment of the annotated boxes
-        alone, with the pseudo boxes as ignore regions (the crowd rule of :func:`assign`): a
-        location inside a pseudo box that is not foreground for an annotated box is left out of
-        the classification loss and of unknown-object masking, never background, never a
-        positive of a class.
+        Pseudo boxes (``target["pseudo"]``, self-training) never take an annotated object's
+        locations: the annotated boxes are assigned first, and a pseudo box claims only the
+        locations that are background for all of them and not ignored
+        (:func:`~owp.models.assign.assign_targets`). Its locations train regression and
+        objectness and count ``self.pseudo_weight`` times, in the sums and in the normalisers
+        alike (weight 1: exactly as an annotated box would there). The classifier sees the
+        annotated assignment, with every location inside a pseudo box that is not an annotated
+        positive left out (the crowd rule): never background, never a positive of a class.
+        Weight 0 is no pseudo boxes at all: the losses equal, bit for bit, those of the targets
+        without them (ignore regions of the classifier included).
         """
         cfg = self.config
+        if self.pseudo_weight == 0:
+            targets = [_without_pseudo(target) for target in targets]
         boxes, valid, ignore, labels = pad_targets(
             [t["boxes"] for t in targets],
             [t.get("ignore", torch.zeros(len(t["boxes"]), dtype=torch.bool)) for t in targets],
@@ -307,18 +315,23 @@ class FCOSOWP(nn.Module):
         )
         if cfg.num_classes is not None:
             check_labels(labels[valid & ~ignore & ~pseudo], cfg.num_classes)
-        matched = assign(points, boxes, valid, ignore, center_radius=cfg.center_radius)
+        matched = assign_targets(
+            points, boxes, valid, ignore, pseudo, center_radius=cfg.center_radius
+        )
         foreground = matched >= 0
         on_pseudo = assigned_to_flagged(matched, pseudo)
         has_pseudo = bool(on_pseudo.any())
         counts = [torch.where(on_pseudo, self.pseudo_weight, foreground.float()).sum()]
         classifies = "cls_logits" in outputs
         if classifies:
-            cls_matched = (
-                assign(points, boxes, valid, ignore | pseudo, center_radius=cfg.center_radius)
-                if bool(pseudo.any())
-                else matched
-            )
+            # The annotated assignment, with the pseudo boxes as ignore regions.
+            cls_matched = matched
+            if bool(pseudo.any()):
+                cls_matched = matched.masked_fill(on_pseudo, BACKGROUND)
+                in_pseudo = inside_flagged(points, boxes, valid & pseudo)
+                cls_matched = cls_matched.masked_fill(
+                    in_pseudo & (cls_matched == BACKGROUND), IGNORE
+                )
             counts.append((cls_matched >= 0).sum().float())
         # One all-reduce for both normalisers: the weighted foreground and the classifier's.
         normalizers = global_normalizer(torch.stack(counts), boxes.device)
@@ -376,7 +389,7 @@ class FCOSOWP(nn.Module):
         matched_no_cs = (
             matched
             if cfg.objectness_samples == "center"
-            else assign(points, boxes, valid, ignore, center_radius=None)
+            else assign_targets(points, boxes, valid, ignore, pseudo, center_radius=None)
         )
         samples = objectness_samples(cfg.objectness_samples, matched, matched_no_cs)
         positive = samples.matched >= 0
@@ -405,3 +418,13 @@ class FCOSOWP(nn.Module):
                 )
             losses[name] = loss
         return losses
+
+
+def _without_pseudo(target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``target`` with its pseudo boxes removed (every per-box entry: ``boxes``, ``labels``,
+    ``ignore``, ``iscrowd``, ``pseudo``)."""
+    pseudo = target.get("pseudo")
+    if pseudo is None or not bool(pseudo.any()):
+        return target
+    keep = ~pseudo
+    return {key: value[keep] if key in _PER_BOX else value for key, value in target.items()}
