@@ -20,15 +20,18 @@ A frozen part is frozen completely (DESIGN.md §4):
 * a loss computed by a frozen part is not backpropagated at all (:func:`trained_losses`):
   otherwise, e.g., the focal loss of ``owp``'s frozen classifier would still train the trunk
   through the features it reads. Each model names the parts behind each of its losses in
-  ``LOSS_PARTS``; a loss trains only when none of those parts is frozen. The trainer still
-  logs the other losses, detached, and leaves them out of the total.
+  ``LOSS_PARTS``; a loss trains only when none of those parts is frozen. Once
+  :func:`parameter_groups` has applied the recipe, the model itself returns the other losses
+  detached (a forward hook): still there to log, but summing every loss, as a torchvision
+  training loop does, sends them no gradient. The trainer leaves them out of its total too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from owp.errors import OwpInputError
 from owp.models.freezing import freeze_batch_norm
@@ -144,7 +147,33 @@ def parameter_groups(model: nn.Module, recipe: str, base_lr: float) -> list[dict
         group["name"].add(rule.part or "*")
     if not groups:
         raise OwpInputError(f"recipe {recipe!r} leaves no parameter to train in this model")
-    if not trained_losses(model, recipe):
+    trained = trained_losses(model, recipe)
+    if not trained:
         raise OwpInputError(f"recipe {recipe!r} leaves no loss to train in this model")
     freeze_batch_norm(model)
+    _detach_untrained_losses(model, trained)
     return [{**g, "name": ",".join(sorted(g["name"]))} for g in groups.values()]
+
+
+_HOOK = "_owp_recipe_loss_hook"
+
+
+def _detach_untrained_losses(model: nn.Module, trained: frozenset[str]) -> None:
+    """Make ``model``'s training forward return every loss outside ``trained`` detached.
+
+    A forward hook on the model (replacing the hook of a recipe applied before): it acts on
+    the loss dict of a training-mode forward and leaves eval outputs alone.
+    """
+    previous = getattr(model, _HOOK, None)
+    if previous is not None:
+        previous.remove()
+
+    def detach(module: nn.Module, inputs: Any, output: Any) -> Any:
+        if not (module.training and isinstance(output, dict)):
+            return output
+        return {
+            name: value.detach() if name not in trained and isinstance(value, Tensor) else value
+            for name, value in output.items()
+        }
+
+    setattr(model, _HOOK, model.register_forward_hook(detach))
