@@ -147,7 +147,8 @@ def test_assignment_and_targets_are_bit_identical_under_autocast():
 
 def test_fcos_losses_under_bf16_autocast_match_fp32_with_fp32_targets(monkeypatch):
     seen: dict[str, list] = {"assign": [], "targets": []}
-    original_assign, original_loss = fcos_module.assign, fcos_module.objectness_loss
+    original_assign = fcos_module.assign_targets
+    original_loss = fcos_module.objectness_loss
 
     def recording_assign(*args, **kwargs):
         seen["assign"].append(original_assign(*args, **kwargs))
@@ -157,7 +158,7 @@ def test_fcos_losses_under_bf16_autocast_match_fp32_with_fp32_targets(monkeypatc
         seen["targets"].append((logits.dtype, targets))
         return original_loss(logits, targets, normalizer)
 
-    monkeypatch.setattr(fcos_module, "assign", recording_assign)
+    monkeypatch.setattr(fcos_module, "assign_targets", recording_assign)
     monkeypatch.setattr(fcos_module, "objectness_loss", recording_loss)
     model = tiny_model().train()
     images, targets = batch()

@@ -168,15 +168,15 @@ class DoubleHeadRoIHeads(RoIHeads):
         cfg = self.config
         rois, _, labels, regression_targets = self.select_training_samples(proposals, targets)
         branches = self.box_head(self.box_roi_pool(features, rois, image_sizes))
-        cls_fc, box_conv = fastrcnn_loss(*self.box_predictor(branches), labels, regression_targets)
+        outputs = [t.float() for t in self.box_predictor(branches)]  # fp32 under autocast
+        cls_fc, box_conv = fastrcnn_loss(*outputs, labels, regression_targets)
         if not cfg.complementary:
             return {
                 "roi_classification": cfg.fc_loss_weight * cls_fc,
                 "roi_box_regression": cfg.conv_loss_weight * box_conv,
             }
-        cls_conv, box_fc = fastrcnn_loss(
-            *self.box_predictor.complementary(branches), labels, regression_targets
-        )
+        complementary = [t.float() for t in self.box_predictor.complementary(branches)]
+        cls_conv, box_fc = fastrcnn_loss(*complementary, labels, regression_targets)
         fc_share, conv_share = cfg.fc_classification_share, cfg.conv_regression_share
         return {
             "roi_classification": cfg.fc_loss_weight * fc_share * cls_fc,
@@ -191,10 +191,11 @@ class DoubleHeadRoIHeads(RoIHeads):
         """Per image class probabilities ``[P, K+1]`` (column 0: background) and class-specific
         refined boxes ``[P, K+1, 4]``."""
         branches = self.box_head(self.box_roi_pool(features, proposals, image_sizes))
-        class_logits, deltas = self.box_predictor(branches)
+        class_logits, deltas = (t.float() for t in self.box_predictor(branches))  # fp32 boxes
         probabilities = torch.softmax(class_logits, -1)
         if self.config.complementary:
-            conv_probabilities = torch.softmax(self.box_predictor.complementary(branches)[0], -1)
+            conv_logits = self.box_predictor.complementary(branches)[0].float()
+            conv_probabilities = torch.softmax(conv_logits, -1)
             probabilities = probabilities + conv_probabilities * (1 - probabilities)
         boxes = self.box_coder.decode(deltas, proposals)
         counts = [len(p) for p in proposals]

@@ -163,6 +163,8 @@ class OLNRPN(RegionProposalNetwork):
         anchors = self.anchor_generator(images, levels)
         num_per_level = [o[0].numel() for o in logits]
         logits, deltas = concat_box_prediction_layers(logits, deltas)
+        # Under autocast the head's outputs are bf16/fp16: decoding, proposals and losses are fp32.
+        logits, deltas = logits.float(), deltas.float()
         proposals = self.box_coder.decode(deltas.detach(), torch.cat(anchors))
         proposals = proposals.view(len(anchors), -1, 4)
         boxes, scores = self.filter_proposals(proposals, logits, images.image_sizes, num_per_level)
@@ -294,7 +296,7 @@ class OLNRoIHeads(RoIHeads):
     ) -> tuple[list[Tensor], list[Tensor]]:
         """Refined boxes ``[P, 4]`` and predicted IoU ``[P]`` (sigmoid) per image."""
         pooled = self.box_roi_pool(features, proposals, image_sizes)
-        deltas, iou_logits = self.box_predictor(self.box_head(pooled))
+        deltas, iou_logits = (t.float() for t in self.box_predictor(self.box_head(pooled)))
         boxes = self.box_coder.decode(deltas, proposals)[:, 0]
         counts = [len(p) for p in proposals]
         return list(boxes.split(counts)), list(torch.sigmoid(iou_logits[:, 0]).split(counts))
@@ -322,7 +324,7 @@ class OLNRoIHeads(RoIHeads):
             proposals, targets
         )
         pooled = self.box_roi_pool(features, rois, image_sizes)
-        deltas, iou_logits = self.box_predictor(self.box_head(pooled))
+        deltas, iou_logits = (t.float() for t in self.box_predictor(self.box_head(pooled)))
         labels = torch.cat(labels)
         positive = labels > 0
         regression_targets = torch.cat(regression_targets)

@@ -148,8 +148,9 @@ class RCNNConfig:
         return asdict(self)
 
     def anchor_generator(self) -> AnchorGenerator:
-        """torchvision's anchors: one size per level, every aspect ratio at each location."""
-        return AnchorGenerator(
+        """torchvision's anchors (one size per level, every aspect ratio at each location),
+        always fp32 (:class:`Float32AnchorGenerator`)."""
+        return Float32AnchorGenerator(
             tuple((size,) for size in self.anchor_sizes),
             (self.aspect_ratios,) * len(self.anchor_sizes),
         )
@@ -185,6 +186,22 @@ class RCNNConfig:
             "nms_thresh": self.nms_thresh,
             "detections_per_img": self.post_nms_top_n,
         }
+
+
+class Float32AnchorGenerator(AnchorGenerator):
+    """torchvision's ``AnchorGenerator`` whose anchors are fp32 whatever the features' dtype.
+
+    torchvision builds the anchors in the dtype of the feature maps, so under bf16 autocast
+    every anchor coordinate above 256 px would snap to a 2-8 px grid. Only the features'
+    shapes and device are read: they are handed over as zero-storage fp32 stand-ins.
+    """
+
+    def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
+        stand_ins = [
+            torch.zeros((), device=f.device, dtype=torch.float32).expand(f.shape)
+            for f in feature_maps
+        ]
+        return super().forward(image_list, stand_ins)
 
 
 class TwoStageDetector(nn.Module, ABC):

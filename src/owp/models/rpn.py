@@ -93,6 +93,8 @@ def rpn_forward(
     anchors = rpn.anchor_generator(images, levels)
     num_per_level = [o[0].numel() for o in objectness]
     objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+    # Under autocast the head's outputs are bf16/fp16: decoding, proposals and losses are fp32.
+    objectness, deltas = objectness.float(), deltas.float()
     proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
     boxes, scores = rpn.filter_proposals(proposals, objectness, images.image_sizes, num_per_level)
     losses = {}
@@ -147,6 +149,7 @@ class RPNProposer(TwoStageDetector):
         heads = self.roi_heads
         pooled = heads.box_roi_pool(features, proposals, images.image_sizes)
         class_logits, regression = heads.box_predictor(heads.box_head(pooled))
+        class_logits, regression = class_logits.float(), regression.float()
         refined = heads.box_coder.decode(regression, proposals)[:, 1]
         object_probability = torch.softmax(class_logits, -1)[:, 1]
         counts = [len(p) for p in proposals]
