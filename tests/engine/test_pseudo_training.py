@@ -4,6 +4,7 @@ every batch, ``owp pseudo-label`` and its refusals."""
 
 import json
 import logging
+import os
 from dataclasses import replace
 
 import pytest
@@ -12,8 +13,9 @@ from owp.cli import main
 from owp.config import apply_overrides, config_from_dict, load_preset, resolve_data_paths
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.pseudo import quality_path
+from owp.engine.run_labels import RUN_LABELS
 from owp.engine.study import plan_runs
-from owp.engine.trainer import MINED_PSEUDO_LABELS, Trainer, train
+from owp.engine.trainer import Trainer, train
 from owp.errors import OwpInputError
 
 PSEUDO_CATEGORY = {"id": 1, "name": "object"}
@@ -125,7 +127,7 @@ def test_training_mines_run_labels_once_and_trains_on_them(source_run, mini_set)
     run_dir = source_run.parent / "self"
     config = resolve_data_paths(mini_config(mini_set, "data.pseudo_labels=run:source"))
     trainer = Trainer(config, run_dir, progress=False)
-    mined = run_dir / MINED_PSEUDO_LABELS
+    mined = run_dir / RUN_LABELS
     info = json.loads(mined.read_text())["info"]
     assert info["checkpoint"] == str((source_run / "last.pt").resolve())
     assert quality_path(mined).is_file()  # the synthetic set has objects.json
@@ -134,6 +136,50 @@ def test_training_mines_run_labels_once_and_trains_on_them(source_run, mini_set)
     assert mined.stat().st_mtime_ns == stamp  # same source checkpoint: not mined again
     counts = {k: len(v) for k, v in trainer.pseudo_boxes.items()}
     assert sum(counts.values()) == len(json.loads(mined.read_text())["annotations"])
+
+
+def test_a_resumed_run_keeps_the_labels_it_mined_when_the_source_moves_on(
+    mini_set, tmp_path, caplog
+):
+    source = tmp_path / "runs" / "source"
+    Trainer(mini_config(mini_set), source, progress=False).save()
+    run_dir = tmp_path / "runs" / "self"
+    config = resolve_data_paths(mini_config(mini_set, "data.pseudo_labels=run:source"))
+    train(config, run_dir, progress=False)
+    mined = run_dir / RUN_LABELS
+    before = mined.read_bytes()
+    # The source run saves a newer checkpoint (here: the same file, written again).
+    checkpoint = (source / "last.pt").resolve()
+    os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))
+    with caplog.at_level(logging.WARNING, logger="owp"):
+        resumed = Trainer(replace_iters(config, 2), run_dir, progress=False)
+    assert mined.read_bytes() == before  # not mined again, not overwritten
+    assert "keeps the labels it started with" in caplog.text
+    assert sum(len(v) for v in resumed.pseudo_boxes.values()) == len(
+        json.loads(before)["annotations"]
+    )
+
+
+def test_a_run_trains_on_its_copy_of_a_pseudo_file_after_the_file_changes(
+    mini_set, tmp_path, caplog
+):
+    train_coco = json.loads((mini_set / "train.json").read_text())
+    image = train_coco["images"][0]
+    box = {"id": 1, "image_id": image["id"], "category_id": 1, "bbox": [10, 10, 30, 30]}
+    path = write_pseudo(tmp_path, [box], train_coco["images"])
+    config = mini_config(mini_set, f"data.pseudo_labels={path}")
+    run_dir = tmp_path / "run"
+    train(config, run_dir, progress=False)
+    assert json.loads((run_dir / RUN_LABELS).read_text())["annotations"] == [box]
+    write_pseudo(tmp_path, [{**box, "bbox": [0, 0, 50, 50]}], train_coco["images"])
+    with caplog.at_level(logging.WARNING, logger="owp"):
+        resumed = Trainer(replace_iters(config, 2), run_dir, progress=False)
+    assert resumed.pseudo_boxes == {image["id"]: [[10.0, 10.0, 30.0, 30.0]]}
+    assert "differs from the pseudo labels this run started with" in caplog.text
+
+
+def replace_iters(config, max_iters):
+    return replace(config, train=replace(config.train, max_iters=max_iters))
 
 
 def test_training_with_a_pseudo_file_reads_it_into_every_batch(source_run, mini_set, tmp_path):

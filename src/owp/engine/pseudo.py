@@ -20,6 +20,7 @@ size.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from torchvision.ops import box_iou, nms
 from owp.data.coco import CocoDetection, read_json
 from owp.data.pseudo import PSEUDO_CATEGORY
 from owp.data.splits import ClassSplit
+from owp.engine import dist
 from owp.engine.inference import predict_dataset
 from owp.errors import OwpInputError
 from owp.files import write_json
@@ -139,44 +141,40 @@ def mine_pseudo_labels(
     The annotated and crowd boxes of an image are the dataset's: its split's base classes
     (novel annotations are dropped, as in training). Returns a COCO instances dict:
     ``images`` copied from the dataset, one category :data:`~owp.data.pseudo.PSEUDO_CATEGORY`,
-    ``annotations`` with ``"pseudo": true`` and ``score``, and ``info`` (the settings, plus
-    ``info``).
+    ``annotations`` with ``"pseudo": true`` and ``score`` (in dataset image order, ids from 1),
+    and ``info`` (the settings, plus ``info``).
+
+    Under ``torchrun`` every rank mines its share of the images (every world-size-th one,
+    from its rank) and the selections are gathered: each rank returns the whole dict, the same
+    as one process would.
     """
+    shard = _shard(dataset)
     results = predict_dataset(
-        model, dataset, batch_size=batch_size, num_workers=num_workers, progress=progress
+        model,
+        shard,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress and dist.is_main_process(),
     )
     proposals: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for result in results:
         proposals[result["image_id"]].append(result)
-    annotations = []
-    for image in dataset.images:
+    chosen_here: dict[int, list[dict[str, Any]]] = {}
+    for image in shard.images:
         found = proposals.get(image["id"], [])
-        if not found:
-            continue
-        anns = dataset.annotations[image["id"]]
-        boxes = _xyxy([p["bbox"] for p in found])
-        scores = torch.tensor([p["score"] for p in found], dtype=torch.float64)
-        chosen = select_pseudo_boxes(
-            boxes,
-            scores,
-            _xyxy([a["bbox"] for a in anns if not a["iscrowd"]]),
-            _xyxy([a["bbox"] for a in anns if a["iscrowd"]]),
-            settings,
-        )
-        for index in chosen.tolist():
-            x, y, w, h = found[index]["bbox"]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image["id"],
-                    "category_id": PSEUDO_CATEGORY["id"],
-                    "bbox": [x, y, w, h],
-                    "area": round(w * h, 2),
-                    "iscrowd": 0,
-                    "score": found[index]["score"],
-                    "pseudo": True,
-                }
+        if found:
+            chosen_here[image["id"]] = _pseudo_annotations(
+                image["id"], found, dataset.annotations[image["id"]], settings
             )
+    chosen: dict[int, list[dict[str, Any]]] = {}
+    for part in dist.all_gather_object(chosen_here):
+        chosen.update(part)
+    annotations = [
+        {"id": number, **ann}
+        for number, ann in enumerate(
+            (ann for image in dataset.images for ann in chosen.get(image["id"], [])), start=1
+        )
+    ]
     return {
         "info": {
             "description": "owp pseudo labels (class-agnostic boxes on unannotated objects)",
@@ -188,6 +186,51 @@ def mine_pseudo_labels(
         "annotations": annotations,
         "categories": [dict(PSEUDO_CATEGORY)],
     }
+
+
+def _shard(dataset: CocoDetection) -> CocoDetection:
+    """This rank's images of ``dataset`` (every world-size-th one from its rank): a shallow
+    copy with a shorter ``images`` list; ``dataset`` itself in one process."""
+    world = dist.get_world_size()
+    if world == 1:
+        return dataset
+    shard = copy.copy(dataset)
+    shard.images = dataset.images[dist.get_rank() :: world]
+    return shard
+
+
+def _pseudo_annotations(
+    image_id: int,
+    found: list[dict[str, Any]],
+    anns: list[dict[str, Any]],
+    settings: PseudoLabelSettings,
+) -> list[dict[str, Any]]:
+    """The pseudo annotations (without ``id``) of one image from its proposals ``found``
+    (COCO results) and its annotations ``anns``."""
+    boxes = _xyxy([p["bbox"] for p in found])
+    scores = torch.tensor([p["score"] for p in found], dtype=torch.float64)
+    chosen = select_pseudo_boxes(
+        boxes,
+        scores,
+        _xyxy([a["bbox"] for a in anns if not a["iscrowd"]]),
+        _xyxy([a["bbox"] for a in anns if a["iscrowd"]]),
+        settings,
+    )
+    annotations = []
+    for index in chosen.tolist():
+        x, y, w, h = found[index]["bbox"]
+        annotations.append(
+            {
+                "image_id": image_id,
+                "category_id": PSEUDO_CATEGORY["id"],
+                "bbox": [x, y, w, h],
+                "area": round(w * h, 2),
+                "iscrowd": 0,
+                "score": found[index]["score"],
+                "pseudo": True,
+            }
+        )
+    return annotations
 
 
 def pseudo_label_quality(
@@ -344,7 +387,8 @@ def mine_from_run(
     dataset folder has an ``objects.json``, their quality to :func:`quality_path`.
 
     ``out`` and its quality file must not be an input (the training annotations, the run's
-    checkpoint): that is refused before any work.
+    checkpoint): that is refused before any work. Under ``torchrun`` every rank calls it: the
+    mining is sharded (:func:`mine_pseudo_labels`) and rank 0 writes the files.
     """
     from owp.engine.runs import checkpoint_of, load_with_config
 
@@ -378,11 +422,16 @@ def mine_from_run(
             "train": str(Path(ann_file).resolve()),
         },
     )
-    write_json(out, coco, indent=None)
+    writes = dist.is_main_process()
+    if writes:
+        write_json(out, coco, indent=None)
     quality = quality_file = None
     if objects is not None:
         quality = pseudo_label_quality(coco, objects, dataset.split)
-        quality_file = write_json(quality_path(out), quality)
+        quality_file = quality_path(out)
+        if writes:
+            write_json(quality_file, quality)
+    dist.barrier()
     return MinedLabels(out, coco, quality, quality_file)
 
 

@@ -72,8 +72,6 @@ INFERENCE_OPTIONS = frozenset(
         "rpn_post_nms_top_n_test",
     }
 )
-MINED_PSEUDO_LABELS = "pseudo_labels.json"
-"""Where a run with ``data.pseudo_labels: run:NAME`` keeps the pseudo labels it mined."""
 MIN_IMAGES_BEFORE_BAD_FRACTION = 20
 
 
@@ -504,69 +502,32 @@ class Trainer:
         """The boxes of ``data.pseudo_labels`` per training image id (``None`` without),
         checked against the training set now, before any training.
 
-        ``run:NAME`` mines them first from the run of preset NAME beside this run (its
-        ``last.pt``) into ``<run>/pseudo_labels.json`` (and ``pseudo_labels.quality.json`` on
-        the synthetic set), with :class:`~owp.engine.pseudo.PseudoLabelSettings`' defaults;
-        the file is reused while it names that run's current checkpoint. Under DDP rank 0
-        mines while the others wait.
+        The run keeps the labels it starts with in ``<run>/pseudo_labels.json``
+        (:func:`~owp.engine.run_labels.run_pseudo_labels`): a copy of the file named, or
+        mined from the run of preset NAME for ``run:NAME``, with
+        :class:`~owp.engine.pseudo.PseudoLabelSettings`' defaults (sharded across ranks).
         """
+        from owp.engine.run_labels import run_pseudo_labels
+
         data = self.config.data
         if data.pseudo_labels is None:
             return None
         ann_file, images = locate(data.train, "train", data.train_images)
-        path = Path(data.pseudo_labels)
-        if data.pseudo_labels.startswith(RUN_PREFIX):
-            path = self.run_dir / MINED_PSEUDO_LABELS
-            if dist.is_main_process():
-                self._mine_from(data.pseudo_labels.removeprefix(RUN_PREFIX), ann_file, images)
-            dist.barrier()
+        path = run_pseudo_labels(
+            data.pseudo_labels,
+            self.run_dir,
+            ann_file,
+            images,
+            locate_split(data.split, data.train),
+            device=self.device,
+            batch_size=self.config.eval.batch_size,
+            num_workers=data.num_workers,
+            progress=self.progress,
+        )
         try:
             return read_pseudo_labels(path, read_coco_json(ann_file), ann_file)
         except OwpInputError as err:
             raise OwpInputError(f"data.pseudo_labels: {err}") from None
-
-    def _mine_from(self, preset: str, ann_file: Path, images: Path) -> None:
-        """Write ``<run>/pseudo_labels.json`` from the proposals of the run of ``preset`` in
-        this run's folder, unless it is there already, mined from that run's checkpoint."""
-        from owp.engine.pseudo import describe_quality, mine_from_run
-
-        source = self.run_dir.parent / preset
-        checkpoint = latest_checkpoint(source)
-        if checkpoint is None:
-            raise OwpInputError(
-                f"data.pseudo_labels run:{preset}: no run of preset {preset!r} to mine pseudo "
-                f"labels from (train it there first; owp study trains it before this run)",
-                path=source,
-            )
-        out = self.run_dir / MINED_PSEUDO_LABELS
-        if out.is_file():
-            info = read_coco_json(out).get("info") or {}
-            stat = checkpoint.resolve().stat()
-            if (info.get("checkpoint"), info.get("checkpoint_mtime_ns")) == (
-                str(checkpoint.resolve()),
-                stat.st_mtime_ns,
-            ):
-                return
-        data = self.config.data
-        log.info("mining pseudo labels from %s on %s", checkpoint, ann_file)
-        # Mining must not move the generators training draws from (a DataLoader seeds itself
-        # from the global one): a run that mines and one that reuses the file train alike.
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            mined = mine_from_run(
-                checkpoint,
-                ann_file,
-                images,
-                locate_split(data.split, data.train),
-                out,
-                device=self.device,
-                batch_size=self.config.eval.batch_size,
-                num_workers=data.num_workers,
-                progress=self.progress,
-            )
-        log.info("wrote %d pseudo boxes to %s", len(mined.coco["annotations"]), out)
-        for line in describe_quality(mined.quality) if mined.quality else ():
-            log.info("%s", line)
 
     def _check_eval_scorings(self) -> None:
         """Fail now, not after training, when an eval scoring does not fit the model."""
