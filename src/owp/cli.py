@@ -193,7 +193,9 @@ def _add_model_commands(commands) -> None:
         help="train a model from a preset or a YAML config",
         description="Iteration-based training (SGD, warm-up, lr steps, AMP on CUDA) into a run "
         "folder: config.yaml, metrics.csv, TensorBoard events, checkpoints, val metrics. "
-        "Multi-GPU: torchrun --nproc_per_node N -m owp.cli train ...",
+        "Multi-GPU: torchrun --nproc_per_node N -m owp.cli train ... Self-training "
+        "(data.pseudo_labels, train.pseudo_weight) is experimental: on the synthetic set it "
+        "has not beaten its control yet (README, 'Self-training: measured').",
     )
     source = train.add_mutually_exclusive_group()
     source.add_argument("--preset", default="demo", help="shipped preset (see `owp presets`)")
@@ -557,8 +559,8 @@ def _add_study_command(commands) -> None:
 def _add_pseudo_label_command(commands) -> None:
     pseudo = commands.add_parser(
         "pseudo-label",
-        help="pseudo labels for self-training: a trained proposer's boxes on the unannotated "
-        "objects of the training images",
+        help="pseudo labels for self-training (experimental): a trained proposer's boxes on the "
+        "unannotated objects of the training images",
         description="Run a trained proposer over the training images and keep, per image, the "
         "proposals with objectness >= --min-score whose overlap with every annotated box "
         "(base IoU, crowd share) is below --max-iou and less than --max-cover of whose area lies "

@@ -231,3 +231,37 @@ def test_bad_pseudo_labels_fail_when_the_trainer_is_built(source_run, mini_set, 
     )
     with pytest.raises(OwpInputError, match="weight 1 only"):
         Trainer(two_stage, tmp_path / "d", progress=False)
+
+
+def test_bring_your_own_pseudo_labels_as_a_coco_file(mini_set, tmp_path):
+    """Boxes mined elsewhere (SAM, CutLER): the README's minimal format — ``images`` with id,
+    width and height, ``annotations`` with image_id, category_id and bbox (no id, score or
+    pseudo flag needed; extra fields such as a segmentation are ignored), any categories."""
+    train_coco = json.loads((mini_set / "train.json").read_text())
+    first, second = train_coco["images"][:2]
+    own = {
+        "images": [
+            {"id": im["id"], "width": im["width"], "height": im["height"]} for im in (first, second)
+        ],
+        "annotations": [
+            {"image_id": first["id"], "category_id": 7, "bbox": [4, 6, 20, 30]},
+            {
+                "image_id": first["id"],
+                "category_id": 7,
+                "bbox": [50.5, 40, 30, 30],
+                "score": 0.93,
+                "segmentation": {"size": [96, 96], "counts": "abc"},
+            },
+            {"image_id": second["id"], "category_id": 7, "bbox": [90, 90, 20, 20]},  # clipped
+        ],
+        "categories": [{"id": 7, "name": "fg"}],
+    }
+    path = tmp_path / "cutler.json"
+    path.write_text(json.dumps(own))
+    config = mini_config(mini_set, f"data.pseudo_labels={path}")
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    assert trainer.pseudo_boxes == {
+        first["id"]: [[4.0, 6.0, 20.0, 30.0], [50.5, 40.0, 30.0, 30.0]],
+        second["id"]: [[90.0, 90.0, 6.0, 6.0]],
+    }
+    assert train(config, tmp_path / "run", progress=False).step == 1

@@ -163,7 +163,7 @@ def mine_pseudo_labels(
     for image in shard.images:
         found = proposals.get(image["id"], [])
         if found:
-            chosen_here[image["id"]] = _pseudo_annotations(
+            chosen_here[image["id"]] = image_pseudo_annotations(
                 image["id"], found, dataset.annotations[image["id"]], settings
             )
     chosen: dict[int, list[dict[str, Any]]] = {}
@@ -199,7 +199,7 @@ def _shard(dataset: CocoDetection) -> CocoDetection:
     return shard
 
 
-def _pseudo_annotations(
+def image_pseudo_annotations(
     image_id: int,
     found: list[dict[str, Any]],
     anns: list[dict[str, Any]],
