@@ -4,7 +4,8 @@ Run by hand, one training job at a time::
 
     python benchmarks/bench_self_training.py --out runs-self-training \\
         [--data synthetic] [--miner-iters 400] [--continue-iters 400] [--seeds 1,2,3] \\
-        [--full-control] [--holdout-every 5] [--threads 1] [--set KEY=VALUE ...]
+        [--full-control] [--holdout-every 5] [--threads 1] [--set KEY=VALUE ...] \\
+        [--continue-set KEY=VALUE ...]
 
 Protocol (README "Self-training: measured"):
 
@@ -78,6 +79,13 @@ def main() -> None:
     parser.add_argument("--holdout-every", type=int, default=5, help="held-out training images")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--continue-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the continuation arms only (e.g. train.warmup_iters=10)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -92,7 +100,12 @@ def main() -> None:
     )
     arms: dict[str, dict[int, dict]] = defaultdict(dict)
     for seed in seeds:
-        common = base + [f"train.seed={seed}", f"train.max_iters={args.continue_iters}"]
+        common = [
+            *base,
+            f"train.seed={seed}",
+            f"train.max_iters={args.continue_iters}",
+            *args.continue_set,
+        ]
         init = f"train.init={checkpoint.resolve()}"
         arms["with pseudo labels"][seed] = metrics_of(
             run(
