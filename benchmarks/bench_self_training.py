@@ -60,6 +60,11 @@ from owp.engine.trainer import train
 from owp.files import write_json
 
 PRESET = "synth-t1-iou-cs-is"
+ARMS = {
+    "with pseudo labels": "with-labels",
+    "identical-schedule control": "control",
+    "full-length single run": "full",
+}
 GRID = {
     "per_image": (1, 2, 3, 5),
     "min_score": (0.0, 0.3, 0.5, 0.7),
@@ -80,6 +85,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument(
+        "--report", action="store_true", help="print the tables of the runs finished so far"
+    )
+    parser.add_argument(
         "--continue-set",
         action="append",
         default=[],
@@ -93,11 +101,20 @@ def main() -> None:
     base = [f"data.train={args.data}", f"data.val={args.data}", "data.num_workers=0", *args.set]
     minutes: dict[str, float] = defaultdict(float)
 
+    if args.report:
+        print_report(partial_report(args.out, seeds), seeds)
+        return
     miner = run(args.out / "miner", base + [f"train.max_iters={args.miner_iters}"], minutes)
     checkpoint = latest_checkpoint(miner)
-    labels, selection, quality = select_and_mine(
-        checkpoint, args.out, args.holdout_every, base, minutes
-    )
+    selected = args.out / "selection.json"
+    if selected.is_file():  # a re-run: the selection and the labels are made once
+        labels, found = args.out / "pseudo_labels.json", json.loads(selected.read_text())
+        selection, quality = found["selection"], found["quality"]
+    else:
+        labels, selection, quality = select_and_mine(
+            checkpoint, args.out, args.holdout_every, base, minutes
+        )
+        write_json(selected, {"selection": selection, "quality": quality})
     arms: dict[str, dict[int, dict]] = defaultdict(dict)
     for seed in seeds:
         common = [
@@ -107,22 +124,17 @@ def main() -> None:
             *args.continue_set,
         ]
         init = f"train.init={checkpoint.resolve()}"
-        arms["with pseudo labels"][seed] = metrics_of(
-            run(
-                args.out / f"with-labels-s{seed}",
-                [*common, init, f"data.pseudo_labels={labels}"],
-                minutes,
-            )
-        )
-        arms["identical-schedule control"][seed] = metrics_of(
-            run(args.out / f"control-s{seed}", [*common, init], minutes)
-        )
-        if args.full_control:
-            total = args.miner_iters + args.continue_iters
-            full = base + [f"train.seed={seed}", f"train.max_iters={total}"]
-            arms["full-length single run"][seed] = metrics_of(
-                run(args.out / f"full-s{seed}", full, minutes)
-            )
+        total = args.miner_iters + args.continue_iters
+        overrides = {
+            "with pseudo labels": [*common, init, f"data.pseudo_labels={labels}"],
+            "identical-schedule control": [*common, init],
+            "full-length single run": [*base, f"train.seed={seed}", f"train.max_iters={total}"],
+        }
+        for arm, prefix in ARMS.items():
+            if arm != "full-length single run" or args.full_control:
+                arms[arm][seed] = metrics_of(
+                    run(args.out / f"{prefix}-s{seed}", overrides[arm], minutes)
+                )
     report = {
         "settings": vars(args) | {"out": str(args.out)},
         "selection": selection,
@@ -148,6 +160,17 @@ def run(run_dir: Path, overrides: list[str], minutes: dict[str, float]) -> Path:
 
 def metrics_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "eval" / "metrics.json").read_text())
+
+
+def partial_report(out: Path, seeds: list[int]) -> dict:
+    """The report of the runs in ``out`` that have finished (``--report``)."""
+    found = json.loads((out / "selection.json").read_text())
+    arms: dict[str, dict[int, dict]] = defaultdict(dict)
+    for arm, prefix in ARMS.items():
+        for seed in seeds:
+            if (out / f"{prefix}-s{seed}" / "eval" / "metrics.json").is_file():
+                arms[arm][seed] = metrics_of(out / f"{prefix}-s{seed}")
+    return {**found, "arms": arms, "cpu_minutes": {}}
 
 
 def select_and_mine(
