@@ -121,6 +121,8 @@ def test_pseudo_label_command_writes_labels_and_their_quality(source_run, mini_s
 def test_pseudo_label_command_rejects_bad_options(source_run, tmp_path, capsys):
     assert owp("pseudo-label", source_run, "--out", tmp_path / "p.json", "--max-iou", 2) == 2
     assert "max_iou must lie in [0, 1]" in capsys.readouterr().err
+    assert owp("pseudo-label", source_run, "--out", tmp_path / "p.json", "--max-cover", 2) == 2
+    assert "max_cover must lie in [0, 1]" in capsys.readouterr().err
 
 
 def test_training_mines_run_labels_once_and_trains_on_them(source_run, mini_set):
