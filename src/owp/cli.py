@@ -163,11 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_arguments(proposals, "--proposals")
     proposals.add_argument(
         "--protocol",
-        choices=("strict", "oln"),
+        choices=("strict", "oln", "all"),
         default="strict",
-        help="strict: every proposal counts (the paper); oln: proposals on base objects do not "
-        "consume the budget",
+        help="strict: every proposal counts (the paper); oln: OLN's wrapper, proposals on base "
+        "objects do not consume the budget; all: one row per published convention (strict, "
+        "oln at pools 1500, 500 and 100), side by side",
     )
+    _add_pool_argument(proposals)
     proposals.add_argument(
         "--max-dets",
         default="10,20,50,100,300,1000",
@@ -238,8 +240,10 @@ def _add_model_commands(commands) -> None:
         "--protocol",
         choices=("strict", "oln"),
         default="strict",
-        help="strict: every proposal counts in the budget; oln: those on base objects do not",
+        help="strict: every proposal counts in the budget; oln: those on base objects do not "
+        "(OLN's wrapper). Metrics go to metrics.json (strict) or metrics.oln-pool<N>.json",
     )
+    _add_pool_argument(evaluate)
     evaluate.add_argument("--max-dets", default="10,20,50,100,300,1000", help="budgets k")
     _add_per_category_argument(evaluate)
     evaluate.add_argument(
@@ -699,6 +703,17 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str
     parser.add_argument("--out", type=Path, help="metrics JSON to write")
 
 
+def _add_pool_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--oln-pool",
+        type=_positive_int,
+        default=1500,
+        metavar="N",
+        help="oln protocol: proposals kept per image before those on base objects are removed "
+        "(OLN 1500, GOOD 500, LDET and UDOS 100; default 1500)",
+    )
+
+
 def _add_per_category_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--per-category",
@@ -839,6 +854,7 @@ def _run_eval(args: argparse.Namespace) -> None:
         images,
         split,
         protocol=args.protocol,
+        oln_pool=args.oln_pool,
         max_dets=max_dets,
         batch_size=args.batch_size,
         # Without --scoring, the run's own eval settings (e.g. a Double-Head run ranks its
@@ -854,18 +870,20 @@ def _run_eval(args: argparse.Namespace) -> None:
     if metrics.get("reused"):
         names = " and ".join(metrics["reused"])
         print(f"reused {names} in {out}: same weights, scoring and data (--force predicts again)")
-    _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol']} protocol")
+    _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol_label']} protocol")
     if extras:
         _print_scorings(metrics, extras)
     if args.per_category:
+        from owp.engine.inference import metrics_file_name
         from owp.evaluation.proposals import category_budget, per_category_recall
         from owp.files import write_json
 
         metrics["per_category"] = per_category_recall(
             ann_file, out / "proposals.json", split, budget=category_budget(max_dets)
         )
-        write_json(out / "metrics.json", metrics)
-        _report_per_category(metrics["per_category"], out / "metrics.json")
+        metrics_file = out / metrics_file_name(args.protocol, args.oln_pool)
+        write_json(metrics_file, metrics)
+        _report_per_category(metrics["per_category"], metrics_file)
     print(f"proposals and metrics in {out}")
 
 
@@ -1114,11 +1132,28 @@ def _run_propose_baseline(args: argparse.Namespace) -> None:
 
 
 def _run_eval_proposals(args: argparse.Namespace) -> None:
-    from owp.evaluation.proposals import check_max_dets, evaluate_proposals
+    from owp.evaluation.proposals import check_max_dets, evaluate_conventions, evaluate_proposals
     from owp.evaluation.report import metrics_table, recall_columns
 
     max_dets = check_max_dets(args.max_dets)
     _check_output_file(args.out)
+    if args.protocol == "all":
+        if args.per_category:
+            from owp.errors import OwpInputError
+
+            raise OwpInputError("--per-category goes with --protocol strict or oln, not all")
+        rows = evaluate_conventions(
+            args.gt, args.proposals, args.split, max_dets=max_dets, engine=args.engine
+        )
+        first = rows[0]
+        title = (
+            f"novel-class recall (%) under each published convention, split {first['split']}, "
+            f"{first['num_images']} images, {first['num_gt']} novel objects"
+        )
+        columns = ["convention", *recall_columns(first), "used_by"]
+        print(metrics_table(rows, columns, title=title))
+        _write_metrics(args.out, {"conventions": rows})
+        return
     metrics = evaluate_proposals(
         args.gt,
         args.proposals,
@@ -1127,10 +1162,12 @@ def _run_eval_proposals(args: argparse.Namespace) -> None:
         max_dets=max_dets,
         engine=args.engine,
         per_category=args.per_category,
+        oln_pool=args.oln_pool,
     )
     title = (
-        f"novel-class recall (%), split {metrics['split']}, protocol {metrics['protocol']}, "
-        f"{metrics['num_images']} images, {metrics['num_gt']} novel objects"
+        f"novel-class recall (%), split {metrics['split']}, protocol "
+        f"{metrics['protocol_label']}, {metrics['num_images']} images, "
+        f"{metrics['num_gt']} novel objects"
     )
     print(metrics_table([metrics], recall_columns(metrics), title=title))
     _write_metrics(args.out, metrics)
@@ -1175,6 +1212,17 @@ def _write_metrics(out: Path | None, metrics: dict) -> None:
 
     write_json(out, metrics)
     print(f"wrote {out}")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer (its error becomes the one ``owp: error:`` line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip():
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _check_output_file(path: Path | None) -> None:

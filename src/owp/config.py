@@ -94,7 +94,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """How the val set is evaluated: protocol, budgets k, batch size, scorings.
+    """How the val set is evaluated: protocol (and the ``oln`` protocol's pool), budgets k,
+    batch size, scorings.
 
     ``proposal_scoring`` ranks the proposals whose novel AR is measured, ``detection_scoring``
     the class-labelled detections whose base AP is measured (classifying models only); ``None``
@@ -104,6 +105,7 @@ class EvalConfig:
     """
 
     protocol: str = "strict"
+    oln_pool: int = 1500
     max_dets: tuple[int, ...] = (10, 20, 50, 100, 300, 1000)
     batch_size: int = 8
     proposal_scoring: str | None = None
@@ -385,6 +387,7 @@ _RULES: dict[str, dict[str, Rule]] = {
     },
     "eval": {
         "protocol": Choices(lambda: ("strict", "oln")),
+        "oln_pool": Range(1),
         "max_dets": Range(1),
         "batch_size": Range(1),
     },

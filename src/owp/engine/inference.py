@@ -22,7 +22,7 @@ from owp.engine.precision import autocast
 from owp.errors import OwpInputError
 from owp.evaluation.detection import DETECTION_MAX_DETS, evaluate_detections
 from owp.evaluation.lvis import LVIS_MAX_DETS
-from owp.evaluation.proposals import DEFAULT_MAX_DETS, evaluate_proposals
+from owp.evaluation.proposals import DEFAULT_MAX_DETS, DEFAULT_OLN_POOL, evaluate_proposals
 from owp.evaluation.results import read_results
 from owp.files import write_json
 from owp.models.baselines import (
@@ -211,6 +211,7 @@ def evaluate_model(
     split: str | Path,
     *,
     protocol: str = "strict",
+    oln_pool: int = DEFAULT_OLN_POOL,
     max_dets: Sequence[int] = DEFAULT_MAX_DETS,
     batch_size: int = 8,
     proposal_scoring: str | None = None,
@@ -233,7 +234,9 @@ def evaluate_model(
     ``"<scoring>/<metric>"`` (``"centerness/AR@100"``).
 
     With ``out_dir``, ``proposals.json`` (``proposals.<scoring>.json`` per extra scoring, and
-    ``detections.json``), ``metrics.json`` and ``predictions.json`` (what the predictions were
+    ``detections.json``), the metrics (:func:`metrics_file_name`: ``metrics.json`` for the
+    strict protocol, ``metrics.oln-pool<N>.json`` for oln, so that neither overwrites the
+    other) and ``predictions.json`` (what the predictions were
     made from: a digest of the weights, the model and postprocess settings, the annotation
     file and images folder) are written there. With ``reuse``, predictions saved in
     ``out_dir`` whose ``predictions.json`` entry matches are evaluated again instead of
@@ -279,7 +282,12 @@ def evaluate_model(
 
     def novel_recall(name: str) -> dict[str, Any]:
         return evaluate_proposals(
-            coco, outputs[name], dataset.split, protocol=protocol, max_dets=max_dets
+            coco,
+            outputs[name],
+            dataset.split,
+            protocol=protocol,
+            max_dets=max_dets,
+            oln_pool=oln_pool,
         )
 
     metrics = novel_recall("proposals.json")
@@ -299,8 +307,14 @@ def evaluate_model(
         for name in missing:
             write_json(Path(out_dir) / name, outputs[name], indent=None)
         write_json(Path(out_dir) / PREDICTIONS_FILE, keys)
-        write_json(Path(out_dir) / "metrics.json", metrics)
+        write_json(Path(out_dir) / metrics_file_name(protocol, oln_pool), metrics)
     return metrics
+
+
+def metrics_file_name(protocol: str, oln_pool: int = DEFAULT_OLN_POOL) -> str:
+    """Where an evaluation folder keeps one protocol's metrics: ``metrics.json`` (strict) or
+    ``metrics.oln-pool<N>.json``."""
+    return "metrics.json" if protocol == "strict" else f"metrics.{protocol}-pool{oln_pool}.json"
 
 
 def check_scoring(model: nn.Module, scoring: str) -> None:

@@ -329,6 +329,7 @@ class Trainer:
             images,
             locate_split(data.split, data.val),
             protocol=self.config.eval.protocol,
+            oln_pool=self.config.eval.oln_pool,
             max_dets=self.config.eval.max_dets,
             batch_size=self.config.eval.batch_size,
             proposal_scoring=self.config.eval.proposal_scoring,
