@@ -14,6 +14,7 @@ from PIL import Image
 
 import owp
 from owp.cli import main
+from owp.data.images import read_image_tensor
 from owp.errors import OwpInputError
 from owp.sources import init_state, load_source, weights_enum, weights_file
 
@@ -187,6 +188,66 @@ def test_predict_and_eval_through_the_cli(torch_home, images, tmp_path, monkeypa
     assert metrics["scoring"] == "rpn" and "AR@100" in metrics
     proposals = json.loads((out / "proposals.json").read_text())
     assert {p["image_id"] for p in proposals} == {1, 2}
+
+
+def test_eval_of_torchvision_detections_writes_coco_ids(torch_home, images, tmp_path, monkeypatch):
+    """torchvision's labels are COCO ids: evaluated on a split with 20 base classes, a label
+    >= 20 neither crashes nor is renamed through the split (car stays 3, not motorcycle)."""
+    import owp.sources
+
+    for key, value in SMALL.items():
+        monkeypatch.setitem(owp.sources.FCOS_OPTIONS, key, value)
+    names = weights_enum("fcos_resnet50_fpn").meta["categories"]
+    categories = [
+        {"id": i, "name": n} for i, n in enumerate(names) if n not in ("__background__", "N/A")
+    ]
+    files = sorted(images.glob("*.jpg"))
+    gt = {
+        "images": [
+            {"id": 10 + i, "file_name": f.name, "width": w, "height": h}
+            for i, (f, (w, h)) in enumerate(zip(files, [(90, 100), (160, 120)], strict=True))
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 10,
+                "category_id": 3,
+                "bbox": [5, 5, 40, 30],
+                "area": 1200,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 11,
+                "category_id": 88,
+                "bbox": [9, 9, 50, 50],
+                "area": 2500,
+                "iscrowd": 0,
+            },
+        ],  # fmt: skip
+        "categories": categories,
+    }
+    ann = tmp_path / "coco.json"
+    ann.write_text(json.dumps(gt))
+    out = tmp_path / "eval"
+    argv = ["eval", "torchvision:fcos_resnet50_fpn", "--data", str(ann), "--images",
+            str(images), "--split", "coco-voc", "--scoring", "cls*centerness",
+            "--max-dets", "10,100", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    detections = json.loads((out / "detections.json").read_text())
+    ids = {d["category_id"] for d in detections}
+    assert max(ids) > 20 and ids <= set(range(1, 91))
+    # The same labels as the model gives directly: label i is COCO id i.
+    model = owp.load("torchvision:fcos_resnet50_fpn", scoring="cls*centerness", post_nms_top_n=100)
+    with torch.inference_mode():  # one image per call, as the evaluation batched them
+        outputs = [model([read_image_tensor(f)])[0] for f in files]
+    for image_id, output in zip((10, 11), outputs, strict=True):
+        written = sorted(d["category_id"] for d in detections if d["image_id"] == image_id)
+        assert written == sorted(output["labels"].tolist())
+    # A dataset whose category 1 is not torchvision's person is refused, naming both.
+    categories[0]["name"] = "aardvark"
+    ann.write_text(json.dumps(gt))
+    assert main([*argv, "--force"]) == 2
 
 
 def test_a_missing_weights_file_names_the_file_and_its_url(tmp_path, images, capsys, monkeypatch):

@@ -494,8 +494,6 @@ def _run_export(args: argparse.Namespace) -> None:
     )  # refuses models and options that do not export, before any other work
     metadata = {"model": saved["model"]["name"]}
     names = getattr(model, "class_names", None)
-    if names is None and getattr(model.config, "num_classes", None) is not None:
-        names = _run_class_names(args.run, saved)
     if names:
         metadata["class_names"] = json.dumps(list(names))
     if getattr(model, "category_ids", None) is not None:
@@ -512,18 +510,6 @@ def _run_export(args: argparse.Namespace) -> None:
     )
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.1f} MiB); run it with: owp predict {out} IMAGES --out DIR")
-
-
-def _run_class_names(run, saved) -> list[str] | None:
-    """A classifying run's class names, or ``None`` (with a warning) when they are unknown."""
-    from owp.data.locate import run_class_names
-    from owp.errors import OwpInputError
-
-    try:
-        return run_class_names(run, saved.get("data"))
-    except OwpInputError as err:  # labels stay numbers; the proposals do not need names
-        log.warning("labels are written as numbers: the run's class names are unknown (%s)", err)
-        return None
 
 
 def _add_study_command(commands) -> None:
@@ -948,8 +934,8 @@ def _run_predict(args: argparse.Namespace) -> None:
         paths = run_images(args.run, saved.get("data"))
     names = getattr(model, "class_names", None)
     classifies = getattr(getattr(model, "config", None), "num_classes", None) is not None
-    if names is None and classifies and not source:
-        names = _run_class_names(args.run, saved)
+    if names is None and classifies:
+        log.warning("labels are written as numbers: the run's classes are unknown")
     report = predict_images(
         model,
         paths,

@@ -85,12 +85,15 @@ def run_images(run: str | Path, saved: Mapping[str, Any] | None = None) -> list[
     return [image_path(images, info) for info in coco["images"]]
 
 
-def run_class_names(run: str | Path, saved: Mapping[str, Any] | None = None) -> list[str]:
-    """The names of a run's trained (base) classes, in label order: its split resolved against
-    the categories of its val annotation file."""
+def run_classes(
+    run: str | Path, saved: Mapping[str, Any] | None = None
+) -> tuple[list[int], list[str]]:
+    """A run's trained (base) classes in label order, ``(category ids, names)``: its split
+    resolved against the categories of its val annotation file (for checkpoints that do not
+    keep them)."""
     own = run_data(run, saved)
     folder = default_synthetic_dataset() if str(own.val) == SYNTHETIC else Path(own.val)
     ann_file = find_annotation_file(folder, "val")
     coco = read_coco_json(ann_file)
     split = resolve_split(locate_split(own.split, own.val), coco["categories"], ann_file)
-    return list(split.base_names)
+    return list(split.base_ids), list(split.base_names)

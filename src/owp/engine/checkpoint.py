@@ -104,6 +104,17 @@ def _bare_model(model: nn.Module) -> nn.Module:
     return model
 
 
+def model_classes(model: nn.Module) -> dict[str, list]:
+    """A classifying model's ``category_ids`` (the dataset category id of each label) and
+    ``class_names``, as checkpoints keep them in ``extra``; ``{}`` for a proposer."""
+    bare = _bare_model(model)
+    ids = getattr(bare, "category_ids", None)
+    if ids is None:
+        return {}
+    names = getattr(bare, "class_names", None)
+    return {"category_ids": [int(i) for i in ids], "class_names": list(names or [])}
+
+
 def save_checkpoint(
     path: str | Path,
     *,

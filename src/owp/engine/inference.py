@@ -124,7 +124,8 @@ def predict_dataset(
     (:func:`owp.engine.batching.inference_batches`), so the results, given in dataset order,
     do not depend on the batch size. ``precision``: autocast ``none`` (fp32), ``bf16`` or
     ``fp16``. On CUDA, batches are read into pinned memory and copied without blocking.
-    Contiguous labels of a classifying model become the split's dataset category ids.
+    A classifying model's labels become dataset category ids through the model's own
+    ``category_ids`` (:func:`model_category_ids`), never through the dataset's split.
     """
     return predict_dataset_per_config(
         model,
@@ -168,7 +169,7 @@ def predict_dataset_per_config(
     was_training = model.training
     model.eval()
     per_image: list[dict[int, Results]] = [{} for _ in configs]
-    base_ids = torch.tensor(dataset.split.base_ids, dtype=torch.int64)
+    label_ids: torch.Tensor | None = None  # read when the first labels appear
     with torch.inference_mode(), autocast(device, precision):
         for images, targets, unreadable in tqdm(
             loader, desc="predicting", unit="batch", disable=not progress
@@ -179,13 +180,48 @@ def predict_dataset_per_config(
             for results, outputs in zip(per_image, per_config, strict=True):
                 for output, target in zip(outputs, targets, strict=True):
                     if "labels" in output:
-                        ids = base_ids.to(output["labels"].device)
+                        if label_ids is None:
+                            label_ids = torch.tensor(model_category_ids(model))
+                        ids = label_ids.to(output["labels"].device)
                         output = {**output, "labels": ids[output["labels"]]}
                     image_id = int(target["image_id"])
                     results[image_id] = to_coco_results(image_id, output)
     model.train(was_training)
     order = [int(info["id"]) for info in dataset.images]
     return [[r for image_id in order for r in results[image_id]] for results in per_image]
+
+
+def model_category_ids(model: Any) -> list[int]:
+    """The dataset category id of each label of a classifying ``model`` (its ``category_ids``:
+    saved with owp's checkpoints, COCO ids for torchvision sources), or an
+    :class:`OwpInputError` when it has none: a label index means nothing outside its model."""
+    ids = getattr(model, "category_ids", None)
+    if ids is None:
+        raise OwpInputError(
+            "the model's labels have no dataset category ids: set model.category_ids (label i "
+            "-> category id) or load it from an owp run or a torchvision: source"
+        )
+    return [int(i) for i in ids]
+
+
+def check_model_classes(model: Any, categories: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse, in one line naming both class lists, a classifying ``model`` whose classes are
+    not the dataset's: each of its category ids that the dataset has must carry the same name
+    (case and ``_``/space aside) there. Models without names are not checked."""
+    names = getattr(model, "class_names", None)
+    if not names:
+        return
+    ids = model_category_ids(model)
+    theirs = {int(c["id"]): str(c.get("name", "")) for c in categories}
+    ours = {i: str(n) for i, n in zip(ids, names, strict=True) if i in theirs}
+    same = lambda a, b: a.lower().replace("_", " ") == b.lower().replace("_", " ")  # noqa: E731
+    if ours and all(same(n, theirs[i]) for i, n in ours.items()):
+        return
+    pairs = lambda table: ", ".join(f"{i} {table[i]}" for i in sorted(ours)[:6])  # noqa: E731
+    raise OwpInputError(
+        f"the model's classes are not this dataset's: model {pairs(ours) or ', '.join(names[:6])}"
+        f" ...; dataset {pairs(theirs) if ours else ', '.join(sorted(theirs.values())[:6])} ..."
+    )
 
 
 def _detect_per_config(model: nn.Module, images: list[torch.Tensor], configs: list) -> list:
@@ -257,6 +293,7 @@ def evaluate_model(
             wanted[f"proposals.{extra}.json"] = (extra, top_n)
     classifying = model.config.num_classes is not None and bool(dataset.split.base_ids)
     if classifying:
+        check_model_classes(model, coco["categories"])
         class_scoring = detection_scoring or config.detection_scoring()
         budget = LVIS_MAX_DETS if is_federated(coco) else DETECTION_MAX_DETS[-1]
         wanted["detections.json"] = (class_scoring, budget)
@@ -298,7 +335,10 @@ def evaluate_model(
                 if key.startswith("AR"):
                     metrics[f"{extra}/{key}"] = value
     if classifying:
-        ap = evaluate_detections(coco, outputs["detections.json"], dataset.split)
+        # Classes of the model that the dataset lacks (torchvision's "N/A" slots) score nothing.
+        known = {int(c["id"]) for c in coco["categories"]}
+        labelled = [d for d in outputs["detections.json"] if d["category_id"] in known]
+        ap = evaluate_detections(coco, labelled, dataset.split)
         metrics.update({k: v for k, v in ap.items() if k.startswith("AP")})
         metrics["detection_scoring"] = class_scoring
     if reused:

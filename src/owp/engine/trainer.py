@@ -39,6 +39,7 @@ from owp.engine.checkpoint import (
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
+    model_classes,
     prune_checkpoints,
     restore_rng_states,
     save_checkpoint,
@@ -301,7 +302,10 @@ class Trainer:
                 "config": self.config.to_dict(),
                 "scaler": self.scaler,
                 "rng_per_rank": rng_per_rank,
-                "extra": {"batches_drawn_per_rank": drawn_per_rank},
+                "extra": {
+                    "batches_drawn_per_rank": drawn_per_rank,
+                    **model_classes(self.model),
+                },
             }
             # One file per step; last.pt is a second name of the newest (a hard link).
             numbered = save_checkpoint(self.run_dir / checkpoint_name(self.step), **kwargs)
@@ -420,6 +424,9 @@ class Trainer:
                 f"{num_base} base classes; set model.num_classes={num_base}",
                 path=ann_file,
             )
+        if num_classes is not None:  # label i is base_ids[i]: saved with every checkpoint
+            self.model.category_ids = list(dataset.split.base_ids)
+            self.model.class_names = list(dataset.split.base_names)
         sampler = InfiniteSampler(
             len(dataset),
             seed=self.config.train.seed,
