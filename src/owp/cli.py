@@ -287,10 +287,14 @@ def _add_model_commands(commands) -> None:
         choices=("json", "coco"),
         default="json",
         help="json: <name>.json per image; coco: one predictions.json (COCO layout: images with "
-        "their file names and sizes, one annotation per box)",
+        "their dataset ids, file names and sizes, one annotation per box with its dataset "
+        "category_id), which owp eval-proposals and eval-detections read as it is",
     )
     predict.add_argument(
-        "--top-k", type=int, help="boxes kept per image (default: all the model returns)"
+        "--top-k",
+        type=int,
+        help="boxes kept per image (default: all the model returns; --format coco: 1000, the "
+        "budget owp eval scores)",
     )
     predict.add_argument("--score-thresh", type=float, help="drop boxes scoring at or below this")
     predict.add_argument(
@@ -302,6 +306,16 @@ def _add_model_commands(commands) -> None:
         default=1,
         help="images per model call, of one padded input shape (boxes do not depend on it; "
         "default 1)",
+    )
+    predict.add_argument(
+        "--data",
+        help="dataset folder or instances JSON whose image ids --format coco writes (inputs "
+        "matched by file name; without inputs, its images are predicted). Default: the run's "
+        "val set when the inputs are its images",
+    )
+    predict.add_argument("--part", default="val", help="part of a dataset folder (default val)")
+    predict.add_argument(
+        "--images", type=Path, help="images folder of --data (default: found next to the JSON)"
     )
     predict.add_argument("--scoring", help="override the scoring mode")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -895,11 +909,11 @@ def _run_study(args: argparse.Namespace) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
-    from owp.data.locate import run_images
     from owp.engine.dist import resolve_device
     from owp.engine.inference import image_paths
     from owp.engine.predict import predict_images
     from owp.errors import OwpInputError
+    from owp.evaluation.proposals import DEFAULT_MAX_DETS
     from owp.sources import ONNX_SUFFIX, is_source
 
     for flag, value in (
@@ -920,6 +934,8 @@ def _run_predict(args: argparse.Namespace) -> None:
     if not str(args.run).lower().endswith(ONNX_SUFFIX):  # an ONNX graph has them built in
         if args.top_k is not None:
             overrides["post_nms_top_n"] = args.top_k
+        elif args.format == "coco":  # the budget owp eval scores, so that AR@1000 means it
+            overrides["post_nms_top_n"] = max(DEFAULT_MAX_DETS)
         if args.score_thresh is not None:
             overrides["score_thresh"] = args.score_thresh
     from owp.engine.precision import prepare_for_inference
@@ -930,11 +946,10 @@ def _run_predict(args: argparse.Namespace) -> None:
     precision = prepare_for_inference(
         model, device, amp=args.amp, channels_last=args.channels_last, compile=args.compile
     )
-    if paths is None:  # the run's own val images
-        paths = run_images(args.run, saved.get("data"))
+    paths, image_ids = _predict_images_and_ids(args, paths, saved, source)
     names = getattr(model, "class_names", None)
     classifies = getattr(getattr(model, "config", None), "num_classes", None) is not None
-    if names is None and classifies:
+    if names is None and classifies and getattr(model, "category_ids", None) is None:
         log.warning("labels are written as numbers: the run's classes are unknown")
     report = predict_images(
         model,
@@ -947,6 +962,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         output_format=args.format,
         class_names=names,
         category_ids=getattr(model, "category_ids", None),
+        image_ids=image_ids,
         precision=precision,
         progress=True,
     )
@@ -955,6 +971,37 @@ def _run_predict(args: argparse.Namespace) -> None:
         f"wrote {what} and overlays (PNG) for {report.images} images ({report.boxes} boxes, "
         f"{report.images_per_second:.1f} img/s) to {args.out}"
     )
+
+
+def _predict_images_and_ids(args, paths, saved, source) -> tuple[list[Path], list[int] | None]:
+    """The images ``owp predict`` runs on and their dataset image ids: ``--data``'s (its images
+    by default, inputs matched by file name), else the run's own val set's (its images by
+    default, or inputs that all carry its file names); ``None`` (numbered from 1) otherwise."""
+    from owp.data.locate import dataset_images, run_images
+    from owp.engine.predict import ids_by_file_name
+
+    if args.data is not None:
+        known, ids = dataset_images(args.data, args.part, args.images)
+        if paths is None:
+            return known, ids
+        return paths, ids_by_file_name(paths, known, ids, args.data, strict=True)
+    if source:
+        return paths, None
+    known, ids = run_images(args.run, saved.get("data")) if paths is None else _run_val(args, saved)
+    if paths is None:
+        return known, ids
+    return paths, ids_by_file_name(paths, known, ids, args.run, strict=False)
+
+
+def _run_val(args, saved) -> tuple[list[Path], list[int]]:
+    """The run's val images and ids, or none when its data is not found."""
+    from owp.data.locate import run_images
+    from owp.errors import OwpInputError
+
+    try:
+        return run_images(args.run, saved.get("data"))
+    except OwpInputError:
+        return [], []
 
 
 def _run_presets(args: argparse.Namespace) -> None:

@@ -75,14 +75,26 @@ def run_data(run: str | Path, saved: Mapping[str, Any] | None = None) -> DataCon
     return config_from_dict({"data": dict(saved)}, "checkpoint config").data
 
 
-def run_images(run: str | Path, saved: Mapping[str, Any] | None = None) -> list[Path]:
-    """The files of a run's val images (``data.val`` / ``data.val_images``, see
-    :func:`run_data`), in the order of its annotation file."""
-    own = run_data(run, saved)
-    ann_file, images = locate(own.val, "val", own.val_images)
+def dataset_images(
+    data: str | Path, part: str = "val", images: str | Path | None = None
+) -> tuple[list[Path], list[int]]:
+    """The image files of a dataset (folder, instances JSON or ``synthetic``) and their image
+    ids, in the order of its annotation file."""
+    ann_file, images = locate(data, part, images)
     coco = read_coco_json(ann_file)
     check_image_files(coco, ann_file)
-    return [image_path(images, info) for info in coco["images"]]
+    return [image_path(images, info) for info in coco["images"]], [
+        int(info["id"]) for info in coco["images"]
+    ]
+
+
+def run_images(
+    run: str | Path, saved: Mapping[str, Any] | None = None
+) -> tuple[list[Path], list[int]]:
+    """The files and image ids of a run's val images (``data.val`` / ``data.val_images``, see
+    :func:`run_data`), in the order of its annotation file."""
+    own = run_data(run, saved)
+    return dataset_images(own.val, "val", own.val_images)
 
 
 def run_classes(

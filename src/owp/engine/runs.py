@@ -91,7 +91,7 @@ def _attach_classes(model: nn.Module, state: dict, path: Path) -> None:
             path=path,
         )
     model.category_ids = [int(i) for i in ids]
-    model.class_names = list(names) if names else [str(i) for i in ids]
+    model.class_names = list(names) if names else None
 
 
 def _flat_model(config: dict) -> dict:
