@@ -313,6 +313,35 @@ def test_the_fcos_source_exports(torch_home):
     assert isinstance(pipeline_for(faster), RPNPipeline)
 
 
+def test_export_keeps_the_scorings_threshold_as_predict_does(torch_home, tmp_path, monkeypatch):
+    """owp export --scoring cls*centerness exports torchvision's 0.2 score threshold, as
+    owp predict --scoring cls*centerness applies it: the same boxes."""
+    import owp.export
+    import owp.sources
+
+    for key, value in SMALL.items():
+        monkeypatch.setitem(owp.sources.FCOS_OPTIONS, key, value)
+    exported = {}
+
+    def capture(model, out, **options):  # the graph itself is tested in tests/test_export.py
+        exported.update(model=model, **options)
+        Path(out).write_bytes(b"onnx")
+        return Path(out)
+
+    monkeypatch.setattr(owp.export, "export_onnx", capture)
+    out = tmp_path / "fcos.onnx"
+    argv = ["export", "torchvision:fcos_resnet50_fpn", "--scoring", "cls*centerness"]
+    assert main([*argv, "--out", str(out)]) == 0
+    pipeline = owp.export.pipeline_for(exported["model"], scorings=exported["scorings"])
+    image = image_tensor(100, 140, seed=3)
+    with torch.inference_mode():
+        boxes = pipeline(image)[0]
+        expected = owp.load("torchvision:fcos_resnet50_fpn", scoring="cls*centerness")([image])[0]
+    assert exported["model"].postprocess_config.score_thresh == 0.2
+    assert boxes.shape == expected["boxes"].shape
+    torch.testing.assert_close(boxes, expected["boxes"], atol=1e-3, rtol=0)
+
+
 def test_the_practical_preset_starts_from_torchvision_fcos(torch_home):
     from owp.config import load_preset
     from owp.engine.recipes import RECIPES

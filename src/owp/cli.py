@@ -496,7 +496,9 @@ def _run_export(args: argparse.Namespace) -> None:
     if args.out.exists() and not args.force:
         raise OwpInputError("already exists; pass --force to overwrite", path=args.out)
     _check_output_file(args.out)
-    model, saved = _load_model(args)
+    # The first scoring's own inference options (a torchvision source's 0.2 score threshold
+    # for cls* scorings), as owp predict --scoring gets them.
+    model, saved = _load_model(args, **({"scoring": args.scoring[0]} if args.scoring else {}))
     if type(model).__name__ == "OnnxProposer":
         raise OwpInputError("is already an ONNX file", path=args.run)
     pipeline_for(
