@@ -22,13 +22,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
+import orjson
+
 from owp.checks import is_finite_number, is_int
 from owp.errors import OwpInputError
 
 log = logging.getLogger(__name__)
 
-COCO_IMAGE_FOLDER = re.compile(r"[a-z]+20\d\d")
-"""COCO's image folder names: ``train2017``, ``val2017``, ``test2017``, ``val2014``, ..."""
+COCO_IMAGE_FOLDER = re.compile(r"(train|val|test|unlabeled)20\d\d")
+"""COCO's image folder names: ``train2017``, ``val2017``, ``test2017``, ``unlabeled2017``,
+``val2014``, ... Any other folder (``coco``, ``coco2017``, ``mscoco2014``) is a COCO root."""
 
 FOLDER_PROBES = 20
 """How many listed images :func:`find_image_folder` looks for in each candidate folder."""
@@ -58,7 +61,12 @@ class BoxRepairs:
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """Load a JSON file, turning a missing file or a syntax error into one clear line."""
+    """Load a JSON file, turning a missing file or a syntax error into one clear line.
+
+    Parsed with ``orjson`` (a COCO-train-sized file in about a third of the standard library's
+    time), falling back to :mod:`json` for what orjson refuses, so that both the values read and
+    the error messages are the standard library's.
+    """
     path = Path(path)
     if path.is_dir():
         article = "an" if what[:1] in ("a", "e", "i", "o", "u") else "a"
@@ -66,8 +74,13 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     if not path.is_file():
         raise OwpInputError(f"{what} not found", path=path)
     try:
-        with path.open("rb") as f:
-            return json.load(f)
+        raw = path.read_bytes()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            # What orjson refuses but json reads (NaN, integers beyond 64 bits) is read, and a
+            # real syntax error is reported, exactly as the standard library does.
+            return json.loads(raw)
     except json.JSONDecodeError as err:
         raise OwpInputError(
             f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", path=path
