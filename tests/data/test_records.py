@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from owp.data.coco import image_path, read_coco_json
+from owp.data.coco import BoxColumns, image_path, load_box_columns, load_instances, read_coco_json
 from owp.data.dataset import CocoDetection
 from owp.data.records import ImageRecords, build_records
 from owp.data.splits import lvis_v1_novel_ids, resolve_split
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
+from owp.errors import OwpInputError
 from owp.testing import random_coco_problem, random_lvis_problem, write_lvis_dataset
 
 COCO_MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco-mini"
@@ -154,7 +155,11 @@ def test_one_read_only_buffer_that_pickles_once() -> None:
         {"image_id": 9, "category_id": 4, "bbox": [1, 1, 1, 1], "iscrowd": 0},  # not base
     ]
     records = build_records(
-        images, annotations, (2, 5), keep_empty=False, pseudo_boxes={9: [[0, 0, 2, 2]]}
+        images,
+        BoxColumns.of(annotations),
+        (5, 2),
+        keep_empty=False,
+        pseudo_boxes={9: [[0, 0, 2, 2]], 4: [[1, 1, 1, 1]]},  # image 4 is not listed
     )
     assert len(records) == 2  # image 7 holds only a crowd box
     assert [records.info(i) for i in range(2)] == [
@@ -162,7 +167,7 @@ def test_one_read_only_buffer_that_pickles_once() -> None:
         {"id": 9, "width": 5, "height": 5, "file_name": "ü.jpg"},
     ]
     assert records.boxes[records.rows(0)].tolist() == [[1, 2, 3, 4], [2, 2, 2, 2]]
-    assert records.labels.tolist() == [0, 1, -1]
+    assert records.labels.tolist() == [1, 0, -1]  # label i is base_ids[i]
     assert records.pseudo.tolist() == [False, False, True]
     for name in ImageRecords.COLUMNS:
         column = getattr(records, name)
@@ -172,3 +177,75 @@ def test_one_read_only_buffer_that_pickles_once() -> None:
     for name in ImageRecords.COLUMNS:
         assert np.array_equal(getattr(copy, name), getattr(records, name))
     assert list(copy.images) == list(records.images)
+
+
+def quirky_file() -> dict:
+    """Every repair and default the cleaning applies, and numbers of every JSON kind."""
+    images = [
+        {"id": 5, "file_name": "a.jpg", "width": 100, "height": 80},
+        {"id": -2, "file_name": "b.jpg", "width": 50, "height": 50},
+    ]
+    annotations = [
+        {"id": 10, "image_id": 5, "category_id": 1, "bbox": [10, 10, 20, 20], "iscrowd": 0},
+        {"image_id": 5, "category_id": 1, "bbox": [-3.5, 70.25, 30, 20]},  # clipped, no id
+        {"id": None, "image_id": -2, "category_id": 2, "bbox": [0.4, 0.2, 50, 49.9]},
+        {"id": -7, "image_id": -2, "category_id": 2, "bbox": [1, 1, 0, 5], "area": 3},  # w = 0
+        {"id": 11, "image_id": -2, "category_id": 1, "bbox": [60, 1, 5, 5]},  # outside
+        {"id": 12, "image_id": 5, "category_id": 2, "bbox": [1e-3, 2, 3, 4], "iscrowd": None},
+        {"id": 13, "image_id": 5, "category_id": 2, "bbox": [1, 2, 3, 4], "iscrowd": 1,
+         "area": 7.5, "segmentation": {"counts": "abc", "size": [80, 100]}},
+    ]  # fmt: skip
+    categories = [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        None,
+        lambda d: d["annotations"][0].update(iscrowd=True),  # typed read refuses; dicts read it
+        # NaN in a segmentation: msgspec refuses the file, the standard library reads it
+        lambda d: d["annotations"][1].update(segmentation=[[float("nan")] * 6]),
+    ],
+)
+def test_typed_reading_equals_the_dicts(tmp_path: Path, change, monkeypatch) -> None:
+    data = quirky_file()
+    if change:
+        change(data)
+    path = tmp_path / "quirky.json"
+    path.write_text(json.dumps(data))
+    with monkeypatch.context() as patch:
+        if change is None:  # the typed reading alone, without the dicts
+            patch.setattr("owp.data.coco.read_coco_json", None)
+        coco, columns = load_box_columns(path)
+    expected, _ = load_instances(path)
+    assert coco["images"] == expected["images"] and coco["categories"] == expected["categories"]
+    reference = BoxColumns.of(expected["annotations"])
+    for name in ("image_ids", "category_ids", "boxes", "iscrowd"):
+        assert np.array_equal(getattr(columns, name), getattr(reference, name)), name
+    assert columns.boxes.dtype == np.float64 and columns.iscrowd.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["annotations"][2].update(image_id=99),
+        lambda d: d["annotations"][2].update(category_id=3),
+        lambda d: d["annotations"][2].update(id=10),
+        lambda d: d["annotations"][2].update(bbox=[1, 2, 3]),
+        lambda d: d["annotations"][2].update(area=-1),
+        lambda d: d["annotations"][2].update(iscrowd="x"),
+        lambda d: d["images"][1].update(width=0),
+        lambda d: d.pop("categories"),
+    ],
+)
+def test_typed_reading_words_errors_as_the_dicts(tmp_path: Path, change) -> None:
+    data = quirky_file()
+    change(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(OwpInputError) as expected:
+        load_instances(path)
+    with pytest.raises(OwpInputError) as got:
+        load_box_columns(path)
+    assert str(got.value) == str(expected.value)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from owp.data.coco import check_image_files, image_path, read_coco_json
+from owp.data.coco import check_image_files, image_path, load_box_columns
 from owp.data.images import read_image_tensor
 from owp.data.records import build_records, release_freed_memory
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
@@ -67,19 +67,19 @@ class CocoDetection(Dataset):
         self.ann_file = Path(ann_file)
         if not self.images_dir.is_dir():
             raise OwpInputError("images folder not found", path=self.images_dir)
-        coco = read_coco_json(self.ann_file)
+        coco, annotations = load_box_columns(self.ann_file)
         check_image_files(coco, self.ann_file)
         self.split = resolve_split(split, coco["categories"], self.ann_file)
         self.transforms = transforms
         self.categories = coco["categories"]
         self.records = build_records(
             coco["images"],
-            coco["annotations"],
+            annotations,
             self.split.base_ids,
             keep_empty=(not training) if keep_empty is None else keep_empty,
             pseudo_boxes=pseudo_boxes,
         )
-        del coco
+        del coco, annotations
         release_freed_memory()
 
     def __len__(self) -> int:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import itertools
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from owp.data.coco import BoxColumns
 
 _ALIGN = 8
 """Byte alignment of every column in the buffer (the widest dtype is 8 bytes)."""
@@ -124,13 +125,13 @@ class _Infos(Sequence):
 
 def build_records(
     images: Sequence[Mapping[str, Any]],
-    annotations: Iterable[Mapping[str, Any]],
+    annotations: BoxColumns,
     base_ids: Sequence[int],
     *,
     keep_empty: bool,
     pseudo_boxes: Mapping[int, Sequence[Sequence[float]]] | None = None,
 ) -> ImageRecords:
-    """The index of a cleaned COCO file (:func:`owp.data.coco.load_instances`) for one split.
+    """The index of a cleaned COCO file (:func:`owp.data.coco.load_box_columns`) for a split.
 
     Annotations of categories outside ``base_ids`` are dropped; label ``i`` is
     ``base_ids[i]``. ``pseudo_boxes`` (image id -> ``[x, y, w, h]`` boxes) follow an image's
@@ -139,42 +140,30 @@ def build_records(
     """
     n = len(images)
     image_ids = np.fromiter((img["id"] for img in images), np.int64, n)
-    position = {image_id: i for i, image_id in enumerate(image_ids.tolist())}
-    label_of = {category_id: label for label, category_id in enumerate(base_ids)}
-    base = [a for a in annotations if a["category_id"] in label_of]
-    pseudo_boxes = {k: v for k, v in (pseudo_boxes or {}).items() if k in position and v}
-    pseudo_count = sum(len(v) for v in pseudo_boxes.values())
-
-    owner = np.concatenate(
-        [
-            np.fromiter((position[a["image_id"]] for a in base), np.int64, len(base)),
-            np.repeat(
-                np.fromiter((position[k] for k in pseudo_boxes), np.int64, len(pseudo_boxes)),
-                np.fromiter((len(v) for v in pseudo_boxes.values()), np.int64, len(pseudo_boxes)),
-            ),
-        ]
+    order = np.argsort(image_ids, kind="stable")
+    base = np.isin(annotations.category_ids, np.asarray(base_ids, np.int64))
+    sorted_base = np.sort(np.asarray(base_ids, np.int64))
+    label_of_sorted = np.argsort(np.asarray(base_ids, np.int64), kind="stable")
+    listed = set(image_ids.tolist())
+    pseudo_boxes = {k: v for k, v in (pseudo_boxes or {}).items() if v and k in listed}
+    pseudo_owner = np.repeat(
+        np.fromiter(pseudo_boxes, np.int64, len(pseudo_boxes)),
+        np.fromiter(map(len, pseudo_boxes.values()), np.int64, len(pseudo_boxes)),
     )
-    boxes = np.fromiter(
-        itertools.chain(
-            itertools.chain.from_iterable(a["bbox"] for a in base),
-            itertools.chain.from_iterable(itertools.chain.from_iterable(pseudo_boxes.values())),
-        ),
-        np.float64,
-        4 * (len(base) + pseudo_count),
+    pseudo_xywh = np.array(
+        [box for boxes in pseudo_boxes.values() for box in boxes], np.float64
     ).reshape(-1, 4)
+    owner_ids = np.concatenate([annotations.image_ids[base], pseudo_owner])
+    owner = order[np.searchsorted(image_ids[order], owner_ids)]
+    boxes = np.concatenate([annotations.boxes[base], pseudo_xywh])
     labels = np.concatenate(
         [
-            np.fromiter((label_of[a["category_id"]] for a in base), np.int64, len(base)),
-            np.full(pseudo_count, -1, np.int64),
+            label_of_sorted[np.searchsorted(sorted_base, annotations.category_ids[base])],
+            np.full(len(pseudo_owner), -1, np.int64),
         ]
     )
-    iscrowd = np.concatenate(
-        [
-            np.fromiter((a["iscrowd"] for a in base), np.int64, len(base)),
-            np.zeros(pseudo_count, np.int64),
-        ]
-    )
-    pseudo = np.arange(len(owner)) >= len(base)
+    iscrowd = np.concatenate([annotations.iscrowd[base], np.zeros(len(pseudo_owner), np.int64)])
+    pseudo = np.arange(len(owner)) >= int(base.sum())
 
     positive = (iscrowd == 0) | pseudo
     keep = np.ones(n, bool) if keep_empty else np.bincount(owner[positive], minlength=n) > 0
@@ -204,7 +193,7 @@ def build_records(
             "name_is_url": name_is_url,
             "box_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             "boxes": boxes,
-            "labels": labels,
+            "labels": labels.astype(np.int64),
             "iscrowd": iscrowd,
             "pseudo": pseudo,
         }
