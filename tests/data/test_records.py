@@ -249,3 +249,21 @@ def test_typed_reading_words_errors_as_the_dicts(tmp_path: Path, change) -> None
     with pytest.raises(OwpInputError) as got:
         load_box_columns(path)
     assert str(got.value) == str(expected.value)
+
+
+def test_a_subset_is_the_chosen_items(tmp_path: Path) -> None:
+    gt, _ = random_coco_problem(12, num_categories=3, crowd_fraction=0.3, max_dets=0, seed=6)
+    ann_file = tmp_path / "train.json"
+    ann_file.write_text(json.dumps(gt))
+    dataset = CocoDetection(tmp_path, ann_file, training=False)
+    chosen = [5, 0, 11, 3]
+    subset = dataset.subset(chosen)
+    assert len(subset) == 4 and len(dataset) == 12
+    for position, index in enumerate(chosen):
+        expected, got = dataset.target_of(index), subset.target_of(position)
+        assert all(
+            torch.equal(got[k], v) if isinstance(v, torch.Tensor) else got[k] == v
+            for k, v in expected.items()
+        )
+        assert subset.images[position] == dataset.images[index]
+    assert len(dataset.subset([])) == 0

@@ -6,6 +6,7 @@ evaluating annotation files never imports torch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,13 @@ class CocoDetection(Dataset):
                 [int(records.heights[index]), int(records.widths[index])], dtype=torch.int64
             ),
         }
+
+    def subset(self, indices: Sequence[int]) -> CocoDetection:
+        """The items ``indices`` of this dataset, in that order, as a dataset of their own
+        (the same split, transforms and images folder; e.g. one rank's share of the images)."""
+        view = copy.copy(self)
+        view.records = self.records.select(indices)
+        return view
 
     def annotated_boxes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The annotated (not pseudo) boxes of item ``index``: ``[N, 4]`` float64

@@ -102,6 +102,29 @@ class ImageRecords:
             key: self.name(index),
         }
 
+    def select(self, indices: Sequence[int]) -> ImageRecords:
+        """The records of images ``indices`` (in that order), in a buffer of their own."""
+        chosen = np.asarray(indices, np.int64).reshape(-1)
+        rows = _ranges(self.box_offsets[chosen], self.box_offsets[chosen + 1])
+        name_bytes = _ranges(self.name_offsets[chosen], self.name_offsets[chosen + 1])
+        lengths = self.name_offsets[chosen + 1] - self.name_offsets[chosen]
+        counts = self.box_offsets[chosen + 1] - self.box_offsets[chosen]
+        return ImageRecords(
+            {
+                "image_ids": self.image_ids[chosen],
+                "widths": self.widths[chosen],
+                "heights": self.heights[chosen],
+                "name_offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                "names": self.names[name_bytes],
+                "name_is_url": self.name_is_url[chosen],
+                "box_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                "boxes": self.boxes[rows],
+                "labels": self.labels[rows],
+                "iscrowd": self.iscrowd[rows],
+                "pseudo": self.pseudo[rows],
+            }
+        )
+
     @property
     def images(self) -> Sequence[dict[str, Any]]:
         """Every image as :meth:`info` gives it (a lazy sequence: nothing is kept)."""
@@ -217,6 +240,13 @@ def release_freed_memory() -> None:
     except (OSError, AttributeError):
         return
     trim(0)
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(a, b) for a, b in zip(starts, stops)])``, vectorised."""
+    lengths = stops - starts
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(int(lengths.sum()), dtype=np.int64) + offsets
 
 
 def _pack(
