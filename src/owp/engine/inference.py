@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from owp.data.coco import CocoDetection, image_path, is_federated, read_coco_json
 from owp.data.images import read_rgb
+from owp.data.splits import ClassSplit
 from owp.engine import dist
 from owp.engine.batching import inference_batches, input_shape_of, to_device
 from owp.engine.precision import autocast
@@ -253,6 +254,9 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Novel-class AR@k of ``model``'s proposals, and base AP when it classifies.
 
+    A split without novel classes (``all``: a model trained on every class) has its AR
+    measured over every class instead.
+
     Proposals are ranked by ``proposal_scoring`` (default: the model's ``scoring``) and the
     model keeps ``max(max_dets)`` per image. A classifying model is also run with
     ``detection_scoring`` (default: the model's ``postprocess_config.detection_scoring()``:
@@ -320,9 +324,20 @@ def evaluate_model(
         return {}  # rank 0 has every rank's predictions
     outputs.update(zip(missing, predicted, strict=True))
 
+    recall_split = dataset.split
+    if not recall_split.novel_ids:
+        # Trained on every class (split "all", e.g. a practical proposer): nothing is novel,
+        # and the recall that tells how good its proposals are is over every object.
+        recall_split = ClassSplit(
+            f"{recall_split.name} (every class evaluated)",
+            (),
+            tuple(sorted(recall_split.names)),
+            recall_split.names,
+        )
+
     def novel_recall(name: str) -> dict[str, Any]:
         return evaluate_proposals(
-            coco, outputs[name], dataset.split, protocol=protocol, max_dets=max_dets
+            coco, outputs[name], recall_split, protocol=protocol, max_dets=max_dets
         )
 
     metrics = novel_recall("proposals.json")
