@@ -51,7 +51,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not body:
             return
         payload = data[start:]
-        cut = self.server.cut_after.pop(self.path, None)
+        cut = self.server.cut_after.pop(self.path, self.server.cut_every.get(self.path))
         if cut is not None:  # the connection drops after `cut` bytes of this response
             self.wfile.write(payload[:cut])
             self.wfile.flush()
@@ -67,13 +67,15 @@ class _FileServer(http.server.ThreadingHTTPServer):
     root: Path
     requests: list[tuple[str, str, str | None]]
     cut_after: dict[str, int]
+    cut_every: dict[str, int]
     ranges: bool
 
 
 @dataclass
 class FileServer:
     """A loopback HTTP server of the files under ``root``: ``url(name)``; ``cut_after[path]``
-    drops the next response of ``/path`` after that many bytes; ``ranges`` off ignores
+    drops the next response of ``/path`` after that many bytes, ``cut_every[path]`` every
+    response; ``ranges`` off ignores
     ``Range``; ``requests`` lists ``(method, path, Range header)``."""
 
     root: Path
@@ -91,6 +93,10 @@ class FileServer:
     def cut_after(self) -> dict[str, int]:
         return self.server.cut_after
 
+    @property
+    def cut_every(self) -> dict[str, int]:
+        return self.server.cut_every
+
 
 @pytest.fixture
 def file_server(tmp_path: Path) -> Iterator[FileServer]:
@@ -98,7 +104,8 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     root = tmp_path / "served"
     root.mkdir()
     server = _FileServer(("127.0.0.1", 0), _Handler)
-    server.root, server.requests, server.cut_after, server.ranges = root, [], {}, True
+    server.root, server.requests, server.ranges = root, [], True
+    server.cut_after, server.cut_every = {}, {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -175,3 +175,16 @@ def test_the_command_line(tmp_path, served, file_server, capsys, monkeypatch):
     assert "lvis_v1_val.json: 3 images" in out and "lvis_v1_train.json: 1 images" in out
     assert main(["data", "download", "voc", "--root", str(root)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_download_that_keeps_breaking_off_is_one_line_and_resumable(
+    tmp_path, served, file_server, monkeypatch
+):
+    monkeypatch.setattr(download, "ATTEMPTS", 2)
+    file_server.cut_every["/lvis_v1_val.json.zip"] = 10  # every connection drops after 10 bytes
+    with pytest.raises(OwpInputError, match="kept breaking off") as error:
+        download_dataset("lvis", tmp_path, progress=False)
+    assert "\n" not in str(error.value)
+    assert (tmp_path / "downloads/lvis_v1_val.json.zip.part").stat().st_size == 20
+    file_server.cut_every.clear()
+    assert download_dataset("lvis", tmp_path, progress=False).fetched  # resumes, completes

@@ -161,20 +161,20 @@ def fetch_archive(archive: Archive, folder: Path, *, progress: bool = True) -> P
     """Download ``archive`` into ``folder`` (resuming ``<name>.part``), check its size and
     MD5, and return the complete file ``folder/<name>``."""
     part = folder / f"{archive.name}.part"
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS + 1):
         have = part.stat().st_size if part.is_file() else 0
-        if have == archive.size:
-            break
         if have > archive.size:
             part.unlink()
-            continue
+            have = 0
+        if have == archive.size:
+            break
+        if attempt == ATTEMPTS:
+            raise OwpInputError(
+                f"the download of {archive.url} kept breaking off ({ATTEMPTS} connections); "
+                "run again to resume it",
+                path=part,
+            )
         _continue_download(archive, part, have, progress)
-    else:
-        raise OwpInputError(
-            f"the download of {archive.url} kept breaking off ({ATTEMPTS} connections); run "
-            "again to resume it",
-            path=part,
-        )
     digest = md5_of(part, progress=progress)
     if digest != archive.md5:
         part.unlink()
