@@ -348,7 +348,7 @@ def test_the_practical_preset_starts_from_torchvision_fcos(torch_home):
 
     config = load_preset("coco-all-iou-from-torchvision")
     assert config.train.init == "torchvision:fcos_resnet50_fpn"
-    assert config.train.recipe in RECIPES and config.train.recipe.endswith("_fb")
+    assert config.train.recipe in RECIPES and config.train.recipe == "objectness"
     assert (config.train.max_iters, config.train.batch_size) == (7500, 16)
     assert config.data.split == "all" and "num_classes" not in config.model.options
     assert config.model.options["scoring"] in ("iou", "geomean")
@@ -371,3 +371,54 @@ def test_the_trainer_starts_from_a_torchvision_source(torch_home, tmp_path):
     ours = trainer.model.state_dict()
     for key in ("backbone.body.layer4.2.conv3.weight", "head.regression_head.bbox_reg.weight"):
         assert torch.equal(ours[key], theirs[key]), key
+
+
+COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
+
+
+def test_the_practical_preset_trains_its_objectness_branches_on_coco_mini(torch_home, tmp_path):
+    if not COCO_MINI.is_dir():
+        pytest.skip("coco-mini is not here (../shared/data/coco-mini)")
+    from owp.engine.checkpoint import load_checkpoint
+
+    coco = json.loads((COCO_MINI / "annotations.json").read_text())
+    kept = {img["id"] for img in coco["images"][:3]}
+    val = tmp_path / "val.json"
+    val.write_text(
+        json.dumps(
+            {
+                **coco,
+                "images": [img for img in coco["images"] if img["id"] in kept],
+                "annotations": [a for a in coco["annotations"] if a["image_id"] in kept],
+            }
+        )
+    )
+    run = tmp_path / "run"
+    settings = {
+        "data.train": COCO_MINI / "annotations.json",
+        "data.train_images": COCO_MINI / "images",
+        "data.val": val,
+        "data.val_images": COCO_MINI / "images",
+        "data.num_workers": 0,
+        "train.max_iters": 3,
+        "train.batch_size": 2,
+        "train.warmup_iters": 1,
+        "train.steps": "[]",
+        "train.checkpoint_period": 3,
+        "model.min_size": 128,
+        "model.max_size": 160,
+        "eval.max_dets": "[10, 100]",
+    }
+    argv = ["train", "--preset", "coco-all-iou-from-torchvision", "--out", str(run)]
+    for key, value in settings.items():
+        argv += ["--set", f"{key}={value}"]
+    assert main(argv) == 0
+    trained = load_checkpoint(run / "last.pt")["model"]
+    theirs = torch_home["fcos_resnet50_fpn"].state_dict()
+    branches = ("head.regression_head.bbox_ctrness.", "head.regression_head.bbox_iou.")
+    for key, value in trained.items():
+        if key in theirs and not key.startswith(branches):
+            assert torch.equal(value, theirs[key]), key  # torchvision's, untouched
+    ctrness = "head.regression_head.bbox_ctrness.weight"
+    assert not torch.equal(trained[ctrness], theirs[ctrness])
+    assert json.loads((run / "eval" / "metrics.json").read_text())["AR@100"] >= 0

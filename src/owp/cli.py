@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    if args.offline:
+        os.environ["OWP_OFFLINE"] = "1"  # owp.offline.OFFLINE_ENV, read where downloads start
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -81,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"owp {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="download nothing (as OWP_OFFLINE=1): weights must be in the torch hub cache",
+    )
     commands = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=_CommandParser
     )
@@ -779,6 +787,31 @@ def _add_data_commands(commands) -> None:
     stats.add_argument("--no-image-check", action="store_true", help="do not decode every image")
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
     stats.set_defaults(handler=_run_data_stats)
+
+    download = sub.add_parser(
+        "download",
+        help="download COCO 2017 or the LVIS v1 annotations, laid out as detectron2 does",
+        description="Download the official archives (checksums verified, interrupted downloads "
+        "resumed, complete ones skipped), extract them as <root>/coco/{train2017,val2017,"
+        "annotations} and <root>/lvis/lvis_v1_{train,val}.json, and check every annotation "
+        "file as owp data stats does. LVIS reads the COCO images: download coco too.",
+    )
+    # no argparse choices: an unknown name is one error line, as every bad input
+    download.add_argument("dataset", help="what to download: coco or lvis")
+    download.add_argument(
+        "--root", type=Path, default=Path("datasets"), help="datasets folder (default datasets)"
+    )
+    download.set_defaults(handler=_run_data_download)
+
+
+def _run_data_download(args: argparse.Namespace) -> None:
+    from owp.data.download import download_dataset
+
+    report = download_dataset(args.dataset, args.root, progress=True)
+    if report.skipped:
+        print(f"already complete: {', '.join(report.skipped)}")
+    for line in report.checks:
+        print(line)
 
 
 def _run_demo(args: argparse.Namespace) -> None:

@@ -169,3 +169,18 @@ def test_a_label_beyond_num_classes_names_both_numbers(name):
     target = {"boxes": torch.tensor([[5.0, 5.0, 40.0, 50.0]]), "labels": torch.tensor([3])}
     with pytest.raises(ValueError, match=r"label 3 is outside \[0, 3\).*num_classes=3"):
         model([torch.rand(3, 64, 64)], [target])
+
+
+def test_objectness_recipe_trains_the_objectness_branches_only():
+    model, groups, changed = step_and_diff("objectness")
+    branches = ("head.regression_head.bbox_ctrness.", "head.regression_head.bbox_iou.")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith(branches)}
+    assert {n.split(".")[2] for n in changed} == {"bbox_ctrness", "bbox_iou"}
+    assert [g["lr"] for g in groups] == [0.01] and groups[0]["name"] == "objectness"
+
+
+def test_objectness_recipe_on_a_model_without_objectness_branches():
+    model = create_model("rpn_tiny")
+    with pytest.raises(OwpInputError, match="recipe 'objectness' leaves no parameter to train"):
+        parameter_groups(model, "objectness", 0.01)

@@ -17,6 +17,8 @@ from tqdm import tqdm
 
 from owp.data.coco import CocoDetection, image_path, is_federated, read_coco_json
 from owp.data.images import read_rgb
+from owp.data.splits import ClassSplit
+from owp.engine import dist
 from owp.engine.batching import inference_batches, input_shape_of, to_device
 from owp.engine.precision import autocast
 from owp.errors import OwpInputError
@@ -117,6 +119,7 @@ def predict_dataset(
     num_workers: int = 2,
     precision: str = "none",
     progress: bool = False,
+    shard: bool = False,
 ) -> Results:
     """Run ``model`` (eval mode, no grad) over every image of ``dataset``; COCO results.
 
@@ -126,6 +129,7 @@ def predict_dataset(
     ``fp16``. On CUDA, batches are read into pinned memory and copied without blocking.
     A classifying model's labels become dataset category ids through the model's own
     ``category_ids`` (:func:`model_category_ids`), never through the dataset's split.
+    ``shard``: see :func:`predict_dataset_per_config`.
     """
     return predict_dataset_per_config(
         model,
@@ -135,6 +139,7 @@ def predict_dataset(
         num_workers=num_workers,
         precision=precision,
         progress=progress,
+        shard=shard,
     )[0]
 
 
@@ -147,21 +152,38 @@ def predict_dataset_per_config(
     num_workers: int = 2,
     precision: str = "none",
     progress: bool = False,
-) -> list[Results]:
+    shard: bool = False,
+) -> list[Results] | None:
     """:func:`predict_dataset` under each postprocess config (scoring, top-k, thresholds) in
     one pass over the data: one list of COCO results per config.
 
     The model's ``detect_per_config`` runs the backbone (for FCOS-OWP the whole network) once
     per batch and postprocesses its outputs with each config, so comparing scorings, or
     proposals with detections, costs one forward pass, not one per config.
+
+    ``shard`` inside a process group (every rank calls this): rank ``r`` of ``w`` predicts
+    images ``r, r + w, ...`` and rank 0 gathers every image's results, in dataset order; the
+    other ranks return ``None``. The results equal one process's: exactly at ``batch_size=1``,
+    else up to the float rounding that batching itself brings (a batch's composition changes
+    the kernels' summation order). Without a group it changes nothing.
     """
     if batch_size < 1:
         raise OwpInputError(f"the batch size must be a positive integer, got {batch_size}")
     device = next(model.parameters()).device
-    sizes = [(int(info["height"]), int(info["width"])) for info in dataset.images]
+    records = dataset.records
+    mine = (
+        range(dist.get_rank(), len(dataset), dist.get_world_size())
+        if shard
+        else range(len(dataset))
+    )
+    sizes = [(int(records.heights[i]), int(records.widths[i])) for i in mine]
+    batches = [
+        [mine[j] for j in batch]
+        for batch in inference_batches(sizes, batch_size, input_shape_of(model))
+    ]
     loader = DataLoader(
         UnreadableAsMessage(dataset),
-        batch_sampler=inference_batches(sizes, batch_size, input_shape_of(model)),
+        batch_sampler=batches,
         num_workers=num_workers,
         collate_fn=_lists_and_unreadable,
         pin_memory=device.type == "cuda",
@@ -187,7 +209,15 @@ def predict_dataset_per_config(
                     image_id = int(target["image_id"])
                     results[image_id] = to_coco_results(image_id, output)
     model.train(was_training)
-    order = [int(info["id"]) for info in dataset.images]
+    if shard:
+        gathered = dist.gather_object(per_image)
+        if gathered is None:
+            return None
+        per_image = [
+            {k: v for ranks in shares for k, v in ranks.items()}
+            for shares in zip(*gathered, strict=True)
+        ]
+    order = records.image_ids.tolist()
     return [[r for image_id in order for r in results[image_id]] for results in per_image]
 
 
@@ -257,8 +287,12 @@ def evaluate_model(
     progress: bool = False,
     reuse: bool = False,
     precision: str = "none",
+    shard: bool = False,
 ) -> dict[str, Any]:
     """Novel-class AR@k of ``model``'s proposals, and base AP when it classifies.
+
+    A split without novel classes (``all``: a model trained on every class) has its AR
+    measured over every class instead.
 
     Proposals are ranked by ``proposal_scoring`` (default: the model's ``scoring``) and the
     model keeps ``max(max_dets)`` per image. A classifying model is also run with
@@ -279,6 +313,10 @@ def evaluate_model(
     predicted again (``metrics["reused"]`` names them). ``batch_size`` images go through the
     model at a time (the results do not depend on it) under autocast ``precision`` (``none``
     = fp32, ``bf16``, ``fp16``).
+
+    ``shard`` inside a process group (every rank calls this): each rank predicts its share of
+    the images and rank 0 gathers, evaluates and writes (:func:`predict_dataset_per_config`);
+    the metrics equal one process's. The other ranks return ``{}``.
     """
     dataset = CocoDetection(images_dir, ann_file, split, training=False)
     coco = read_coco_json(ann_file)
@@ -311,17 +349,37 @@ def evaluate_model(
     outputs = {name: read_results(Path(out_dir) / name, image_ids) for name in reused}
     missing = [name for name in wanted if name not in reused]
     configs = [replace(config, scoring=wanted[n][0], post_nms_top_n=wanted[n][1]) for n in missing]
+    predicted: list[Results] | None = []
     if missing:
         predicted = predict_dataset_per_config(
-            model, dataset, configs, batch_size=batch_size, precision=precision, progress=progress
+            model,
+            dataset,
+            configs,
+            batch_size=batch_size,
+            precision=precision,
+            progress=progress,
+            shard=shard,
         )
-        outputs.update(zip(missing, predicted, strict=True))
+    if shard and not dist.is_main_process():
+        return {}  # rank 0 has every rank's predictions
+    outputs.update(zip(missing, predicted, strict=True))
+
+    recall_split = dataset.split
+    if not recall_split.novel_ids:
+        # Trained on every class (split "all", e.g. a practical proposer): nothing is novel,
+        # and the recall that tells how good its proposals are is over every object.
+        recall_split = ClassSplit(
+            f"{recall_split.name} (every class evaluated)",
+            (),
+            tuple(sorted(recall_split.names)),
+            recall_split.names,
+        )
 
     def novel_recall(name: str) -> dict[str, Any]:
         return evaluate_proposals(
             coco,
             outputs[name],
-            dataset.split,
+            recall_split,
             protocol=protocol,
             max_dets=max_dets,
             oln_pool=oln_pool,

@@ -143,18 +143,18 @@ def mine_pseudo_labels(
     for result in results:
         proposals[result["image_id"]].append(result)
     annotations = []
-    for image in dataset.images:
+    for index, image in enumerate(dataset.images):
         found = proposals.get(image["id"], [])
         if not found:
             continue
-        anns = dataset.annotations[image["id"]]
+        annotated, crowd = dataset.annotated_boxes(index)
         boxes = _xyxy([p["bbox"] for p in found])
         scores = torch.tensor([p["score"] for p in found], dtype=torch.float64)
         chosen = select_pseudo_boxes(
             boxes,
             scores,
-            _xyxy([a["bbox"] for a in anns if not a["iscrowd"]]),
-            _xyxy([a["bbox"] for a in anns if a["iscrowd"]]),
+            _xyxy(annotated[~crowd].tolist()),
+            _xyxy(annotated[crowd].tolist()),
             settings,
         )
         for index in chosen.tolist():
@@ -178,7 +178,7 @@ def mine_pseudo_labels(
             "settings": asdict(settings),
             **(info or {}),
         },
-        "images": list(dataset.images),
+        "images": read_json(dataset.ann_file)["images"],
         "annotations": annotations,
         "categories": [dict(PSEUDO_CATEGORY)],
     }

@@ -218,6 +218,14 @@ class Trainer:
         self.step = int(state["step"])
         rank = dist.get_rank()
         per_rank = state.get("rng_per_rank") or []
+        if per_rank and len(per_rank) != dist.get_world_size() and dist.is_main_process():
+            log.warning(
+                "%s was saved by %d processes and resumes with %d: the model, optimiser, "
+                "schedule and step carry on, but the data order differs from an uninterrupted run",
+                path,
+                len(per_rank),
+                dist.get_world_size(),
+            )
         restore_rng_states(
             per_rank[rank] if len(per_rank) == dist.get_world_size() else state["rng"]
         )
