@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from owp import __version__
 
@@ -62,17 +63,21 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class _CommandParser(argparse.ArgumentParser):
-    """Every ``owp`` (sub)command's parser: defaults shown in ``--help``."""
+    """Every ``owp`` (sub)command's parser: defaults shown in ``--help``, and a bad argument is
+    one ``owp: error:`` line (no usage block), exit status 2."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def error(self, message: str) -> NoReturn:
+        print(f"owp: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
 
 def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
-    """A command group called without its subcommand: usage on stderr, exit status 2."""
-    parser.print_usage(sys.stderr)
-    print(f"{parser.prog}: error: choose a subcommand (see {parser.prog} --help)", file=sys.stderr)
+    """A command group called without its subcommand: one error line, exit status 2."""
+    print(f"owp: error: choose a subcommand (see {parser.prog} --help)", file=sys.stderr)
     return 2
 
 
@@ -462,15 +467,21 @@ def _add_export_command(commands) -> None:
     export.add_argument("run", help="run folder, checkpoint file or torchvision: source")
     export.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
     export.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    export.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    export.add_argument("--opset", type=_positive_int, help="ONNX opset (18 to 23; default 18)")
     export.add_argument(
         "--scoring",
         action="append",
         help="scoring exported (default: the model's); repeat to add outputs <name>:<scoring>",
     )
-    export.add_argument("--min-size", type=int, help="resize: shorter side (default: model's)")
-    export.add_argument("--max-size", type=int, help="resize: longest side (default: model's)")
-    export.add_argument("--top-k", type=int, help="boxes kept per image (default: model's)")
+    export.add_argument(
+        "--min-size", type=_positive_int, help="resize: shorter side (default: model's)"
+    )
+    export.add_argument(
+        "--max-size", type=_positive_int, help="resize: longest side (default: model's)"
+    )
+    export.add_argument(
+        "--top-k", type=_positive_int, help="boxes kept per image (default: model's)"
+    )
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     _add_weights_argument(export)
     export.set_defaults(handler=_run_export)
