@@ -142,35 +142,27 @@ def test_reference_thresholds_are_pycocotools_doubles() -> None:
     assert np.array_equal(np.minimum(IOU_THRESHOLDS, 1 - 1e-10), OWP_THRESHOLDS)
 
 
-@settings(max_examples=600)
-@given(problem=problems(), budgets=BUDGETS, pool=POOLS)
-def test_owp_engine_equals_the_loop_reference(problem, budgets, pool) -> None:
+def assert_engine_equals_the_reference(problem, budgets, pool, engine: str) -> None:
     gt, proposals = problem
     budgets = sorted(budgets)
     for protocol in ("strict", "oln"):
         ours = evaluate_proposals(
-            gt, proposals, SPLIT, protocol=protocol, max_dets=budgets, oln_pool=pool
+            gt, proposals, SPLIT, protocol=protocol, max_dets=budgets, oln_pool=pool, engine=engine
         )
         assert_same_recalls(ours, reference_recalls(gt, proposals, budgets, protocol, pool))
+
+
+@settings(max_examples=600)
+@given(problem=problems(), budgets=BUDGETS, pool=POOLS)
+def test_owp_engine_equals_the_loop_reference(problem, budgets, pool) -> None:
+    assert_engine_equals_the_reference(problem, budgets, pool, "owp")
 
 
 @settings(max_examples=120)
 @given(problem=problems(), budgets=BUDGETS, pool=POOLS)
 def test_pycocotools_engine_equals_the_loop_reference(problem, budgets, pool) -> None:
     """The reference engine (pycocotools, OLN's rules applied around it) says the same."""
-    gt, proposals = problem
-    budgets = sorted(budgets)
-    for protocol in ("strict", "oln"):
-        ours = evaluate_proposals(
-            gt,
-            proposals,
-            SPLIT,
-            protocol=protocol,
-            max_dets=budgets,
-            oln_pool=pool,
-            engine="pycocotools",
-        )
-        assert_same_recalls(ours, reference_recalls(gt, proposals, budgets, protocol, pool))
+    assert_engine_equals_the_reference(problem, budgets, pool, "pycocotools")
 
 
 @settings(max_examples=500)
