@@ -42,8 +42,10 @@ from owp.engine.checkpoint import (
     prune_checkpoints,
     restore_rng_states,
     save_checkpoint,
+    seed_rng_states,
 )
 from owp.engine.inference import UnreadableAsMessage, evaluate_model
+from owp.engine.interrupt import ForcedInterrupt, StepGuard
 from owp.engine.precision import (
     autocast,
     compile_parts,
@@ -132,7 +134,7 @@ class Trainer:
         self.distributed = dist.init_distributed()
         train_cfg = config.train
         self.device = dist.resolve_device(train_cfg.device)
-        torch.manual_seed(train_cfg.seed + dist.get_rank())
+        seed_rng_states(train_cfg.seed + dist.get_rank())
         self.model = create_model(config.model.name, **config.model.options).to(self.device)
         if train_cfg.init:
             self._initialise_from(train_cfg.init)
@@ -164,6 +166,7 @@ class Trainer:
         # Batches taken from the loader; more than ``step`` when a batch held no readable image.
         self.batches_drawn = 0
         self.bad_images: list[str] = []
+        self.saved_rng: dict[str, Any] | None = None  # the generator states a resume restores
         self.images_seen = 0
 
     def set_max_iters(self, max_iters: int) -> None:
@@ -180,6 +183,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         if last_step:
             scheduler.last_epoch = last_step
+            scheduler._step_count = last_step + 1  # as after last_step calls of step()
             for group, base in zip(self.optimizer.param_groups, scheduler.base_lrs, strict=True):
                 group["lr"] = base * schedule(last_step)
             scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
@@ -217,9 +221,9 @@ class Trainer:
         self.step = int(state["step"])
         rank = dist.get_rank()
         per_rank = state.get("rng_per_rank") or []
-        restore_rng_states(
-            per_rank[rank] if len(per_rank) == dist.get_world_size() else state["rng"]
-        )
+        # Restored by run() once the loader's iterator has drawn its base seed, as it did when
+        # the uninterrupted run started.
+        self.saved_rng = per_rank[rank] if len(per_rank) == dist.get_world_size() else state["rng"]
         drawn = (state.get("extra") or {}).get("batches_drawn_per_rank") or []
         self.batches_drawn = int(drawn[rank]) if len(drawn) == dist.get_world_size() else self.step
         log.info("resumed %s at step %d", path, self.step)
@@ -233,6 +237,8 @@ class Trainer:
             save_config(self.config, self.run_dir / "config.yaml")
         loader = self._loader(self.batches_drawn)
         batches = iter(loader)
+        if self.saved_rng is not None:
+            restore_rng_states(self.saved_rng)
         model = self._wrapped_model()
         model.train()
         writer = _Logs(self.run_dir, enabled=dist.is_main_process())
@@ -246,35 +252,38 @@ class Trainer:
             dynamic_ncols=True,
         )
         last_good = latest_checkpoint(self.run_dir)
+        # Ctrl-C takes effect between steps (owp.engine.interrupt): what it saves is the state
+        # of the last completed step, so the resumed run equals the uninterrupted one.
+        guard = StepGuard()
         try:
-            while self.step < cfg.max_iters:
-                images, targets, drawn = self._next_batch(batches)
-                losses = self._train_step(model, images, targets, last_good)
-                self.step += 1
-                self.batches_drawn += drawn
-                bar.update(1)
-                if self.step % cfg.log_period == 0 or self.step == cfg.max_iters:
-                    values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
-                    values["total"] = sum(v for k, v in values.items() if k in self.trained_losses)
-                    values["lr"] = self.optimizer.param_groups[0]["lr"]
-                    stats = self.model.training_stats()
-                    if stats:
-                        values.update(dist.all_reduce_mean(stats))
-                    writer.scalars("train", self.step, values)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
-                if self.step % cfg.checkpoint_period == 0 or self.step == cfg.max_iters:
-                    last_good = self.save()
-                if (
-                    cfg.eval_period
-                    and self.step % cfg.eval_period == 0
-                    and self.step < cfg.max_iters
-                ):
-                    writer.scalars("eval", self.step, self.evaluate())
-                    model.train()
+            with guard.installed():
+                while self.step < cfg.max_iters:
+                    images, targets, drawn = self._next_batch(batches)
+                    with guard.step():
+                        losses = self._train_step(model, images, targets, last_good)
+                        self.step += 1
+                        self.batches_drawn += drawn
+                        bar.update(1)
+                        if self.step % cfg.log_period == 0 or self.step == cfg.max_iters:
+                            self._log_step(writer, bar, losses)
+                        if self.step % cfg.checkpoint_period == 0 or self.step == cfg.max_iters:
+                            last_good = self.save()
+                    if (
+                        cfg.eval_period
+                        and self.step % cfg.eval_period == 0
+                        and self.step < cfg.max_iters
+                    ):
+                        writer.scalars("eval", self.step, self.evaluate())
+                        model.train()
+        except ForcedInterrupt:
+            bar.close()
+            kept = f"--resume continues from {last_good}" if last_good else "no checkpoint yet"
+            print(f"interrupted inside a step: nothing saved; {kept}")
+            raise
         except KeyboardInterrupt:
             bar.close()
             saved = self.save()
-            print(f"interrupted at step {self.step}: saved {saved}; --resume continues from it")
+            print(f"interrupted after step {self.step}: saved {saved}; --resume continues from it")
             raise
         bar.close()
         metrics = self.evaluate()
@@ -282,6 +291,17 @@ class Trainer:
         writer.close()
         seconds = time.perf_counter() - start_time
         return TrainResult(self.run_dir, self.step, seconds, metrics, self.run_dir / LAST)
+
+    def _log_step(self, writer: _Logs, bar: tqdm, losses: dict[str, Tensor]) -> None:
+        """One metrics.csv row (and TensorBoard scalars) for the step just completed."""
+        values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
+        values["total"] = sum(v for k, v in values.items() if k in self.trained_losses)
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        stats = self.model.training_stats()
+        if stats:
+            values.update(dist.all_reduce_mean(stats))
+        writer.scalars("train", self.step, values)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
 
     def save(self) -> Path:
         """Write ``checkpoint_<step>.pt``, point ``last.pt`` at it (rank 0), prune old ones.
