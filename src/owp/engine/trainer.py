@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from owp.config import RUN_PREFIX, RunConfig, save_config
+from owp.config import RUN_PREFIX, RunConfig, save_config, schedule_beyond_end
 from owp.data.coco import CocoDetection, read_coco_json
-from owp.data.locate import locate, locate_split
+from owp.data.locate import locate, locate_annotations, locate_split
 from owp.data.pseudo import Boxes, read_pseudo_labels
 from owp.data.samplers import GroupedBatchSampler, InfiniteSampler, aspect_ratio_groups
 from owp.data.transforms import RandomHorizontalFlip
@@ -81,13 +81,15 @@ MIN_IMAGES_BEFORE_BAD_FRACTION = 20
 
 @dataclass
 class TrainResult:
-    """What a finished (or interrupted) run leaves: where, how far, final val metrics."""
+    """What a finished run leaves: where, how far, final val metrics; ``start_step`` and
+    ``seconds`` are this session's (a resumed run started at its checkpoint's step)."""
 
     run_dir: Path
     step: int
     seconds: float
     metrics: dict[str, Any]
     checkpoint: Path
+    start_step: int = 0
 
 
 class WarmupMultiStep:
@@ -133,6 +135,12 @@ class Trainer:
         self.progress = progress
         self.distributed = dist.init_distributed()
         train_cfg = config.train
+        beyond = schedule_beyond_end(train_cfg)
+        if beyond:
+            raise OwpInputError(
+                f"train.{' and train.'.join(beyond)} beyond train.max_iters "
+                f"{train_cfg.max_iters}: shorten them (--set train.max_iters alone scales them)"
+            )
         self.device = dist.resolve_device(train_cfg.device)
         seed_rng_states(train_cfg.seed + dist.get_rank())
         self.model = create_model(config.model.name, **config.model.options).to(self.device)
@@ -230,12 +238,14 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg = self.config.train
-        start_time = time.perf_counter()
+        start_time, start_step = time.perf_counter(), self.step
+        # The data, split and val set are checked before anything is written into the run.
+        loader = self._loader(self.batches_drawn)
+        locate_annotations(self.config.data.val, "val")
         if dist.is_main_process():
             for stale in remove_stale_temporaries(self.run_dir):
                 log.warning("removed %s, left by an interrupted write", stale)
             save_config(self.config, self.run_dir / "config.yaml")
-        loader = self._loader(self.batches_drawn)
         batches = iter(loader)
         if self.saved_rng is not None:
             restore_rng_states(self.saved_rng)
@@ -290,7 +300,9 @@ class Trainer:
         writer.scalars("eval", self.step, metrics)
         writer.close()
         seconds = time.perf_counter() - start_time
-        return TrainResult(self.run_dir, self.step, seconds, metrics, self.run_dir / LAST)
+        return TrainResult(
+            self.run_dir, self.step, seconds, metrics, self.run_dir / LAST, start_step
+        )
 
     def _log_step(self, writer: _Logs, bar: tqdm, losses: dict[str, Tensor]) -> None:
         """One metrics.csv row (and TensorBoard scalars) for the step just completed."""

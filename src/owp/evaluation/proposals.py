@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from owp.data.coco import load_instances
+from owp.data.coco import find_annotation_file, load_instances
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
 from owp.evaluation.cocoeval import AREA_NAMES, AREA_RANGES, check_engine, run_cocoeval
@@ -61,7 +61,8 @@ def evaluate_proposals(
     """Novel-class AR@k of class-agnostic proposals.
 
     Args:
-        gt: instances JSON path (validated by :func:`owp.data.coco.load_instances`) or a dict.
+        gt: instances JSON path (validated by :func:`owp.data.coco.load_instances`), dataset
+            folder (its val file, :func:`owp.data.coco.find_annotation_file`) or a dict.
         proposals: COCO results (path or list); ``category_id`` is ignored.
         split: built-in name, split file, or split object naming base and novel classes.
         protocol: ``"strict"`` or ``"oln"`` (module docstring).
@@ -81,8 +82,10 @@ def evaluate_proposals(
         raise OwpInputError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     budgets = check_max_dets(max_dets)
     check_engine(engine)
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     split = _with_novel_classes(resolve_split(split, dataset["categories"], gt_name))
     image_ids = [img["id"] for img in dataset["images"]]
     name = proposals if isinstance(proposals, str | Path) else "proposals"
@@ -147,8 +150,10 @@ def per_category_recall(
     """
     check_engine(engine)
     budget = check_max_dets([budget])[0]
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     split = _with_novel_classes(resolve_split(split, dataset["categories"], gt_name))
     image_ids = [img["id"] for img in dataset["images"]]
     name = proposals if isinstance(proposals, str | Path) else "proposals"
