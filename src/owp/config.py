@@ -8,7 +8,6 @@ folder and inside every checkpoint.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Collection
@@ -21,8 +20,6 @@ import yaml
 
 from owp.checks import Choices, Range, Rule, check_value
 from owp.errors import OwpInputError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,9 +122,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     description: str = ""
+    notices: tuple[str, ...] = field(default=(), compare=False)
+    """Warnings about how the config was built (a scaled schedule), logged when a run starts,
+    after its checks (a failing command prints only its error); not saved."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["notices"]
+        return data
 
 
 def list_presets() -> dict[str, str]:
@@ -254,7 +256,8 @@ def fit_schedule(
 ) -> tuple[RunConfig, list[str]]:
     """``config`` with its warm-up and absolute lr steps scaled by ``max_iters / written_for``
     when they lie beyond ``max_iters`` (a preset shrunk with ``--set train.max_iters``), and
-    the scaled values as ``key=value`` strings, also logged as one warning line.
+    the scaled values as ``key=value`` strings; one warning line naming them is added to
+    ``config.notices`` (the trainer logs it).
 
     Keys in ``explicit`` (``train.warmup_iters``, ``train.steps``: set by the user) are kept;
     a schedule still beyond the end is refused when training starts.
@@ -273,13 +276,12 @@ def fit_schedule(
     if not changes:
         return config, []
     scaled = [f"train.{key}={_plain(value)}" for key, value in changes.items()]
-    log.warning(
-        "train.max_iters %d (was %d) ends before the warm-up or lr steps: scaled with it to %s",
-        train.max_iters,
-        written_for,
-        ", ".join(scaled),
+    notice = (
+        f"train.max_iters {train.max_iters} (was {written_for}) ends before the warm-up or lr "
+        f"steps: scaled with it to {', '.join(scaled)}"
     )
-    return replace(config, train=replace(train, **changes)), scaled
+    notices = (*config.notices, notice)
+    return replace(config, train=replace(train, **changes), notices=notices), scaled
 
 
 DATA_PATH_KEYS: tuple[str, ...] = (

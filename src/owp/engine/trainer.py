@@ -135,12 +135,6 @@ class Trainer:
         self.progress = progress
         self.distributed = dist.init_distributed()
         train_cfg = config.train
-        beyond = schedule_beyond_end(train_cfg)
-        if beyond:
-            raise OwpInputError(
-                f"train.{' and train.'.join(beyond)} beyond train.max_iters "
-                f"{train_cfg.max_iters}: shorten them (--set train.max_iters alone scales them)"
-            )
         self.device = dist.resolve_device(train_cfg.device)
         seed_rng_states(train_cfg.seed + dist.get_rank())
         self.model = create_model(config.model.name, **config.model.options).to(self.device)
@@ -242,7 +236,15 @@ class Trainer:
         # The data, split and val set are checked before anything is written into the run.
         loader = self._loader(self.batches_drawn)
         locate_annotations(self.config.data.val, "val")
+        beyond = schedule_beyond_end(cfg)
+        if beyond:
+            raise OwpInputError(
+                f"train.{' and train.'.join(beyond)} beyond train.max_iters {cfg.max_iters}: "
+                "shorten them (--set train.max_iters alone scales them)"
+            )
         if dist.is_main_process():
+            for notice in self.config.notices:
+                log.warning("%s", notice)
             for stale in remove_stale_temporaries(self.run_dir):
                 log.warning("removed %s, left by an interrupted write", stale)
             save_config(self.config, self.run_dir / "config.yaml")
