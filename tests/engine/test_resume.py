@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ import torch
 
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
+from owp.engine.interrupt import ForcedInterrupt, StepGuard
 
 MAX_ITERS = 8
 CHECKPOINT_PERIOD = 3
@@ -126,3 +128,21 @@ def _assert_identical(a: Any, b: Any, where: str) -> None:
         assert np.array_equal(a, b), f"{where} differs"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_the_step_guard_holds_one_ctrl_c_until_the_step_ends_and_not_a_second():
+    guard = StepGuard()
+    with guard.installed():
+        completed = False
+        with pytest.raises(KeyboardInterrupt) as raised, guard.step():
+            os.kill(os.getpid(), signal.SIGINT)  # held: the step goes on
+            completed = True
+        assert completed and type(raised.value) is KeyboardInterrupt
+        with pytest.raises(ForcedInterrupt), guard.step():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the second one stops at once
+            pytest.fail("a second Ctrl-C must interrupt the step")
+        with pytest.raises(KeyboardInterrupt):  # between steps: at once
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("a Ctrl-C between steps must interrupt at once")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
