@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from owp.config import RUN_PREFIX, RunConfig, save_config, schedule_beyond_end
+from owp.config import RUN_PREFIX, RunConfig, fit_schedule, save_config, schedule_beyond_end
 from owp.data.coco import CocoDetection, read_coco_json
 from owp.data.locate import locate, locate_annotations, locate_split
 from owp.data.pseudo import Boxes, read_pseudo_labels
@@ -172,8 +172,12 @@ class Trainer:
         self.images_seen = 0
 
     def set_max_iters(self, max_iters: int) -> None:
-        """Change the schedule length before :meth:`run` (lr steps keep their fractions)."""
-        self.config = replace(self.config, train=replace(self.config.train, max_iters=max_iters))
+        """Change the schedule length before :meth:`run` (lr steps keep their fractions; a
+        warm-up or absolute steps beyond the new end are scaled with it, see
+        :func:`~owp.config.fit_schedule`)."""
+        written_for = self.config.train.max_iters
+        config = replace(self.config, train=replace(self.config.train, max_iters=max_iters))
+        self.config, _ = fit_schedule(config, written_for)
         self.scheduler = self._scheduler()
 
     def _scheduler(self, last_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
