@@ -8,7 +8,8 @@ into ``run_dir``: ``config.yaml`` (resolved), ``metrics.csv`` (losses, lr, speed
 ``eval.csv`` and ``metrics.json`` (val metrics), TensorBoard events (``tb/``), checkpoints
 (``checkpoint_*.pt`` and ``last.pt``, atomic). ``resume=True`` continues exactly where
 ``last.pt`` stopped: the data order, augmentation draws and RNG states are all restored, so a
-resumed run equals an uninterrupted one on CPU.
+resumed run equals an uninterrupted one on CPU. Ctrl-C takes effect between steps
+(:mod:`owp.engine.interrupt`), so the checkpoint it saves is a completed step's.
 """
 
 from __future__ import annotations
