@@ -15,6 +15,12 @@ from owp import __version__
 
 log = logging.getLogger("owp")
 
+DEFAULT_PRESET = "demo"
+SCHEDULE_RULE = (
+    "A train.max_iters that ends before the warm-up or lr steps scales them with it (one "
+    "warning names the new values)."
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``owp`` console script; returns the exit status."""
@@ -211,16 +217,31 @@ def _add_model_commands(commands) -> None:
         "Multi-GPU: torchrun --nproc_per_node N -m owp.cli train ...",
     )
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--preset", default="demo", help="shipped preset (see `owp presets`)")
-    source.add_argument("--config", type=Path, help="YAML run config (same layout as presets)")
+    source.add_argument(
+        "--preset",
+        help=f"shipped preset (see `owp presets`; default {DEFAULT_PRESET}, or with --resume "
+        "the run's own config.yaml)",
+    )
+    source.add_argument(
+        "--config",
+        type=Path,
+        help="YAML run config (same layout as presets; its relative paths are relative to its "
+        "folder)",
+    )
     train.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a config value, e.g. train.max_iters=200 or model.scoring=geomean",
+        help=f"override a config value, e.g. train.max_iters=200 or model.scoring=geomean. "
+        f"{SCHEDULE_RULE} Paths are relative to the current folder.",
     )
     train.add_argument("--out", type=Path, help="run folder (default runs/<preset>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out, with its own config.yaml unless --preset or --config "
+        "is given",
+    )
     train.add_argument("--init", help="initialise weights from this checkpoint")
     train.add_argument("--device", help="auto, cpu or cuda (default: the config's)")
     train.set_defaults(handler=_run_train)
@@ -566,7 +587,7 @@ def _add_study_command(commands) -> None:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a config value of every preset, e.g. train.max_iters=200",
+        help=f"override a config value of every preset, e.g. train.max_iters=200. {SCHEDULE_RULE}",
     )
     study.add_argument(
         "--baseline", help="run the ΔAR@100 column compares to (default: the group's, or first)"
@@ -711,7 +732,14 @@ def _run_report(args: argparse.Namespace) -> None:
 
 def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str) -> None:
     """--gt, the results file, --split, --engine and --out, shared by the eval commands."""
-    parser.add_argument("--gt", required=True, type=Path, help="ground-truth instances JSON")
+    parser.add_argument(
+        "--gt",
+        required=True,
+        type=Path,
+        help="ground truth: instances JSON or dataset folder (its --part file, found as "
+        "`owp data stats` finds it)",
+    )
+    _add_part_argument(parser)
     parser.add_argument(results_flag, required=True, type=Path, help="COCO results JSON")
     parser.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
     parser.add_argument(
@@ -733,6 +761,20 @@ def _add_pool_argument(parser: argparse.ArgumentParser) -> None:
         help="oln protocol: proposals kept per image before those on base objects are removed "
         "(OLN 1500, GOOD 500, LDET and UDOS 100; default 1500)",
     )
+
+
+def _add_part_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--part", default="val", help="which part of a dataset folder --gt names (default val)"
+    )
+
+
+def _ground_truth(args: argparse.Namespace) -> Path:
+    """The instances JSON that ``--gt`` names: the file, or the ``--part`` file of a dataset
+    folder (:func:`owp.data.coco.find_annotation_file`, as ``owp data stats`` finds it)."""
+    from owp.data.coco import find_annotation_file
+
+    return find_annotation_file(args.gt, args.part)
 
 
 def _add_per_category_argument(parser: argparse.ArgumentParser) -> None:
@@ -778,7 +820,10 @@ def _add_data_commands(commands) -> None:
         help="write the base-only and novel-only ground-truth JSONs of a split",
         description="Write <stem>_base.json and <stem>_novel.json (all images kept) into --out.",
     )
-    split.add_argument("--gt", required=True, type=Path, help="instances JSON")
+    split.add_argument(
+        "--gt", required=True, type=Path, help="instances JSON or dataset folder (its --part file)"
+    )
+    _add_part_argument(split)
     split.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
     split.add_argument("--out", required=True, type=Path, help="output folder")
     split.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -838,23 +883,32 @@ def _run_demo(args: argparse.Namespace) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from owp.config import apply_overrides, load_config_file, load_preset, resolve_data_paths
     from owp.engine.trainer import train
+    from owp.errors import OwpInputError
 
+    name = args.config.stem if args.config is not None else args.preset or DEFAULT_PRESET
+    run_dir = args.out or Path("runs") / name
     if args.config is not None:
         config = load_config_file(args.config)
-        name = args.config.stem
+    elif args.preset is None and args.resume:  # a run folder is self-contained
+        own = run_dir / "config.yaml"
+        if not own.is_file():
+            raise OwpInputError(
+                "no config.yaml to resume with; name the run's --preset or --config", path=run_dir
+            )
+        config = load_config_file(own)
     else:
-        config = load_preset(args.preset)
-        name = args.preset
+        config = load_preset(args.preset or DEFAULT_PRESET)
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"train.device={args.device}")
     if args.init:
         overrides.append(f"train.init={args.init}")
     config = resolve_data_paths(apply_overrides(config, overrides))
-    run_dir = args.out or Path("runs") / name
     result = train(config, run_dir, resume=args.resume)
+    start, end = result.start_step, result.step  # a resumed session did start -> end
+    session = f"{end - start} steps ({start}→{end})" if start else f"{end} steps"
     _print_run_metrics(
-        result.metrics, f"{run_dir}: {result.step} steps in {result.seconds:.0f} s; val recall"
+        result.metrics, f"{run_dir}: {session} in {result.seconds:.0f} s; val recall"
     )
     print(f"checkpoint: {result.checkpoint}")
 
@@ -1119,11 +1173,12 @@ def _run_data_split(args: argparse.Namespace) -> None:
     from owp.files import write_json
 
     _check_folder_path(args.out)
-    coco = read_coco_json(args.gt)
-    split = resolve_split(args.split, coco["categories"], args.gt)
+    gt = _ground_truth(args)
+    coco = read_coco_json(gt)
+    split = resolve_split(args.split, coco["categories"], gt)
     targets = {
-        args.out / f"{args.gt.stem}_base.json": split.base_ids,
-        args.out / f"{args.gt.stem}_novel.json": split.novel_ids,
+        args.out / f"{gt.stem}_base.json": split.base_ids,
+        args.out / f"{gt.stem}_novel.json": split.novel_ids,
     }
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.force:
@@ -1222,7 +1277,7 @@ def _run_eval_proposals(args: argparse.Namespace) -> None:
 
             raise OwpInputError("--per-category goes with --protocol strict or oln, not all")
         rows = evaluate_conventions(
-            args.gt, args.proposals, args.split, max_dets=max_dets, engine=args.engine
+            _ground_truth(args), args.proposals, args.split, max_dets=max_dets, engine=args.engine
         )
         first = rows[0]
         title = (
@@ -1234,7 +1289,7 @@ def _run_eval_proposals(args: argparse.Namespace) -> None:
         _write_metrics(args.out, {"conventions": rows})
         return
     metrics = evaluate_proposals(
-        args.gt,
+        _ground_truth(args),
         args.proposals,
         args.split,
         protocol=args.protocol,
@@ -1274,7 +1329,9 @@ def _run_eval_detections(args: argparse.Namespace) -> None:
     from owp.evaluation.report import metrics_table
 
     _check_output_file(args.out)
-    metrics = evaluate_detections(args.gt, args.detections, args.split, engine=args.engine)
+    metrics = evaluate_detections(
+        _ground_truth(args), args.detections, args.split, engine=args.engine
+    )
     title = (
         f"base-class AP (%), split {metrics['split']}, {metrics['num_images']} images, "
         f"{metrics['num_gt']} base objects"

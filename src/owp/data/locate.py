@@ -38,10 +38,16 @@ def default_synthetic_dataset(progress: bool = True) -> Path:
     return folder
 
 
+def locate_annotations(dataset: str | Path, part: str) -> Path:
+    """The instances JSON of ``part`` (``train`` / ``val``) of ``dataset``: a file, a dataset
+    folder (:func:`~owp.data.coco.find_annotation_file`) or ``synthetic``."""
+    folder = default_synthetic_dataset() if str(dataset) == SYNTHETIC else Path(dataset)
+    return find_annotation_file(folder, part)
+
+
 def locate(dataset: str | Path, part: str, images: str | Path | None = None) -> tuple[Path, Path]:
     """``(instances JSON, images folder)`` of ``part`` (``train`` / ``val``) of ``dataset``."""
-    folder = default_synthetic_dataset() if str(dataset) == SYNTHETIC else Path(dataset)
-    ann_file = find_annotation_file(folder, part)
+    ann_file = locate_annotations(dataset, part)
     if images is not None:
         return ann_file, Path(images)
     return ann_file, find_image_folder(ann_file, read_coco_json(ann_file))

@@ -73,6 +73,14 @@ def capture_rng_states() -> dict[str, Any]:
     }
 
 
+def seed_rng_states(seed: int) -> None:
+    """Seed the Python, NumPy and torch (CPU and CUDA) generators: a fresh run starts from the
+    same states in every process, so that the states its checkpoints save are reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def restore_rng_states(rng: dict[str, Any]) -> None:
     """Set the Python, NumPy, torch and CUDA generators to states saved in a checkpoint.
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from owp.data.coco import is_federated, load_instances
+from owp.data.coco import find_annotation_file, is_federated, load_instances
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
 from owp.evaluation.cocoeval import AREA_NAMES, check_engine, run_cocoeval
@@ -45,8 +45,10 @@ def evaluate_detections(
         ``None`` where no base ground truth exists in that bucket.
     """
     check_engine(engine)
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     federated = is_federated(dataset)
     if federated and engine == "pycocotools":
         raise OwpInputError(

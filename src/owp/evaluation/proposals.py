@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from owp.data.coco import load_instances
+from owp.data.coco import find_annotation_file, load_instances
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
 from owp.evaluation.cocoeval import (
@@ -107,7 +107,8 @@ def evaluate_proposals(
     """Novel-class AR@k of class-agnostic proposals.
 
     Args:
-        gt: instances JSON path (validated by :func:`owp.data.coco.load_instances`) or a dict.
+        gt: instances JSON path (validated by :func:`owp.data.coco.load_instances`), dataset
+            folder (its val file, :func:`owp.data.coco.find_annotation_file`) or a dict.
         proposals: COCO results (path or list); ``category_id`` is ignored.
         split: built-in name, split file, or split object naming base and novel classes.
         protocol: ``"strict"`` or ``"oln"`` (module docstring).
@@ -136,8 +137,10 @@ def evaluate_proposals(
             "the oln protocol runs on engine owp or pycocotools (OLN's wrapper subclasses "
             "pycocotools' COCOeval in Python; faster-coco-eval's C++ cannot take its rules)"
         )
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     split = _with_novel_classes(resolve_split(split, dataset["categories"], gt_name))
     dataset = _on_either_side(dataset, split)
     image_ids = [img["id"] for img in dataset["images"]]
@@ -194,8 +197,10 @@ def evaluate_conventions(
     """:func:`evaluate_proposals` under each published convention (strict, and ``oln`` at
     pools 1500, 500 and 100), the files read once: one metrics dict per convention, with its
     ``"convention"`` label and ``"used_by"``."""
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     image_ids = [img["id"] for img in dataset["images"]]
     name = proposals if isinstance(proposals, str | Path) else "proposals"
     columns = read_result_arrays(proposals, image_ids, name=name)
@@ -258,8 +263,10 @@ def per_category_recall(
     """
     check_engine(engine)
     budget = check_max_dets([budget])[0]
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     split = _with_novel_classes(resolve_split(split, dataset["categories"], gt_name))
     image_ids = [img["id"] for img in dataset["images"]]
     name = proposals if isinstance(proposals, str | Path) else "proposals"
