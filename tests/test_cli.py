@@ -40,6 +40,7 @@ STRICT_KEYS = {
     "AR_medium@100",
     "AR_large@100",
     "protocol",
+    "protocol_label",
     "split",
     "num_images",
     "num_gt",
@@ -51,6 +52,8 @@ OLN_KEYS = {
     "AR_medium@100",
     "AR_large@100",
     "protocol",
+    "protocol_label",
+    "oln_pool",
     "split",
     "num_images",
     "num_gt",
@@ -367,8 +370,51 @@ def test_eval_proposals_oln_with_two_budgets(
     metrics = load_json(out)
     assert set(metrics) == OLN_KEYS
     _check_recalls(metrics)
-    assert metrics["protocol"] == "oln"
-    assert "protocol oln" in run.out
+    assert metrics["protocol"] == "oln" and metrics["oln_pool"] == 1500
+    assert "protocol oln (pool 1500)" in run.out
+
+
+def test_eval_proposals_prints_every_published_convention(
+    synth: Synth, proposals: tuple[Path, Run], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "conventions.json"
+    run = run_cli(
+        capsys, "eval-proposals", "--gt", synth.val, "--proposals", proposals[0],
+        "--split", synth.split, "--protocol", "all", "--out", out,
+    )  # fmt: skip
+    assert_ok(run)
+    rows = load_json(out)["conventions"]
+    labels = [row["convention"] for row in rows]
+    assert labels == ["strict", "oln (pool 1500)", "oln (pool 500)", "oln (pool 100)"]
+    for label in labels:
+        assert label in run.out
+    # Each row is what --protocol/--oln-pool gives on its own.
+    for row in rows[1:]:
+        single = tmp_path / "single.json"
+        assert_ok(
+            run_cli(
+                capsys,
+                "eval-proposals",
+                "--gt",
+                synth.val,
+                "--proposals",
+                proposals[0],
+                "--split",
+                synth.split,
+                "--protocol",
+                "oln",
+                "--oln-pool",
+                str(row["oln_pool"]),
+                "--out",
+                single,
+            )  # fmt: skip
+        )
+        alone = load_json(single)
+        assert {k: alone[k] for k in alone if k.startswith("AR")} == {
+            k: row[k] for k in row if k.startswith("AR")
+        }
+    # A smaller pool holds fewer proposals to begin with: recall at 1000 cannot grow.
+    assert rows[3]["AR@1000"] <= rows[2]["AR@1000"] <= rows[1]["AR@1000"]
 
 
 def test_eval_proposals_ground_truth_boxes_recall_everything(

@@ -161,3 +161,63 @@ def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path, capsys):
     checkpoint = _checkpoint(tmp_path / "run" / "last.pt")
     status = main(["predict", str(checkpoint), str(huge), "--out", str(tmp_path / "out")])
     assert_one_line_error(capsys, status, str(huge), "Mpx")
+
+
+def _only_line(capsys, status: int, *fragments: str) -> str:
+    """A failing command prints its error line and nothing else (no usage, no warning)."""
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == "", captured
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("owp: error:"), captured.err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["export", "r", "--out", "m.onnx", "--format", "tflite"], ["invalid choice: 'tflite'"]),
+        (["data", "synth", "--out", "x", "--train", "abc"], ["--train", "'abc'"]),
+        (["export", "r", "--out", "m.onnx", "--max-size", "0"], ["--max-size", "positive"]),
+        (["export", "r", "--out", "m.onnx", "--top-k", "0"], ["--top-k", "positive"]),
+        (["export", "r", "--out", "m.onnx", "--min-size", "-3"], ["--min-size", "positive"]),
+        (["eval-proposals", "--gt", "g", "--proposals", "p", "--split", "s", "--oln-pool", "0"],
+         ["--oln-pool", "positive"]),
+        (["eval", "r", "--protocol", "lenient"], ["invalid choice: 'lenient'"]),
+        (["train", "--no-such-option"], ["unrecognized arguments"]),
+        (["data"], ["choose a subcommand"]),
+    ],
+)  # fmt: skip
+def test_every_parser_keeps_the_one_line_promise(argv, fragments, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        status = main(argv)
+        raise SystemExit(status)
+    _only_line(capsys, exit_info.value.code, *fragments)
+
+
+def test_a_wrong_builtin_split_is_refused_without_a_warning_before(small_set, tmp_path, capsys):
+    """lvis-v1 on COCO-style data: one line naming the split the data looks like."""
+    import json
+
+    from owp.data.splits import COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES
+
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 50, "height": 50}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 19, "bbox": [1, 1, 20, 20], "area": 400,
+             "iscrowd": 0}
+        ],
+        "categories": [
+            {"id": i, "name": n}
+            for i, n in [*zip(COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES, strict=True), (88, "teddy")]
+        ],
+    }  # fmt: skip
+    gt = tmp_path / "coco.json"
+    gt.write_text(json.dumps(coco))
+    results = tmp_path / "dets.json"
+    results.write_text(json.dumps([{"image_id": 1, "category_id": 19, "bbox": [1, 1, 20, 20],
+                                    "score": 0.9}]))  # fmt: skip
+    for command, flag in (("eval-detections", "--detections"), ("eval-proposals", "--proposals")):
+        status = main([command, "--gt", str(gt), flag, str(results), "--split", "lvis-v1"])
+        _only_line(capsys, status, "finds only", "looks like COCO: use --split coco-voc")

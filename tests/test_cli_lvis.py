@@ -302,8 +302,11 @@ def test_eval_run_uses_its_own_images_and_reuses_saved_proposals(lvis_run: Path,
     assert code == 0, err
     assert "reused proposals.json" in out and "--force predicts again" in out
     assert proposals.stat().st_mtime_ns == written
-    again = json.loads((lvis_run / "eval" / "metrics.json").read_text())
+    again = json.loads((lvis_run / "eval" / "metrics.oln-pool1500.json").read_text())
     assert again["protocol"] == "oln" and again["reused"] == ["proposals.json"]
+    assert again["protocol_label"] == "oln (pool 1500)" and "oln (pool 1500) protocol" in out
+    # The strict metrics are not overwritten by another protocol's.
+    assert json.loads((lvis_run / "eval" / "metrics.json").read_text()) == metrics
 
     code, out, err = run_cli(capsys, *argv, "--force")
     assert code == 0, err
@@ -334,7 +337,7 @@ def test_eval_run_without_its_images_names_the_folder(
 
 
 def test_predict_defaults_to_the_runs_val_images(lvis_run: Path, tmp_path: Path, capsys) -> None:
-    from owp.data.locate import run_class_names
+    from owp.data.locate import run_classes
 
     out = tmp_path / "predictions"
     code, stdout, err = run_cli(capsys, "predict", lvis_run, "--out", out, "--device", "cpu")
@@ -344,4 +347,5 @@ def test_predict_defaults_to_the_runs_val_images(lvis_run: Path, tmp_path: Path,
     assert {p.stem for p in out.glob("*.json")} == stems
     assert {p.stem for p in out.glob("*.png")} == stems
     # A classifying model's labels would be named from the run's data, in label order:
-    assert run_class_names(lvis_run) == [f"class_{i}" for i in BASE] + ["unused"]
+    ids, names = run_classes(lvis_run)
+    assert names == [f"class_{i}" for i in BASE] + ["unused"] and ids[: len(BASE)] == list(BASE)

@@ -184,3 +184,89 @@ def test_help_of_export_and_predict_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def synth_run(tmp_path_factory):
+    """A random fcos_owp_tiny run (class-agnostic and classifying) on a small synthetic set."""
+    from owp.data.coco import read_coco_json
+    from owp.data.splits import resolve_split
+    from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("predict-synth")
+    data = folder / "synth"
+    generate_synthetic_dataset(data, SynthConfig(num_train=2, num_val=3, image_size=96, seed=6))
+    categories = read_coco_json(data / "val.json")["categories"]
+    split = resolve_split(data / "split.yaml", categories, data / "val.json")
+    runs = {}
+    for name, classes in (("agnostic", None), ("classifying", len(split.base_ids))):
+        torch.manual_seed(0)
+        options = {"min_size": 96, "max_size": 96, "num_classes": classes}
+        model = create_model("fcos_owp_tiny", **options)
+        with torch.no_grad():
+            for key, parameter in model.named_parameters():
+                if key.startswith("head."):
+                    parameter.add_(torch.randn_like(parameter) * 0.05)
+        config = RunConfig(
+            model=ModelConfig(name="fcos_owp_tiny", options=options),
+            data=DataConfig(train=str(data), val=str(data), split=str(data / "split.yaml")),
+        )
+        # Reversed label order: a label index must not be read as the split's.
+        extra = {"category_ids": list(reversed(split.base_ids)), "class_names": []}
+        save_checkpoint(
+            folder / name / "last.pt", model=model, optimizer=None, scheduler=None, step=0,
+            config=config.to_dict(), extra=extra if classes else None,
+        )  # fmt: skip
+        runs[name] = folder / name
+    return data, runs
+
+
+def test_predict_coco_round_trips_into_the_evaluators(synth_run, tmp_path, capsys):
+    data, runs = synth_run
+    evaluated = tmp_path / "eval"
+    argv = ["eval", runs["classifying"], "--out", evaluated, "--device", "cpu", "--batch-size", 1]
+    assert main(list(map(str, argv))) == 0
+    expected = json.loads((evaluated / "metrics.json").read_text())
+    out = tmp_path / "predicted"
+    assert predict(runs["classifying"], "--out", out, "--format", "coco") == 0
+    document = json.loads((out / "predictions.json").read_text())
+    val = json.loads((data / "val.json").read_text())
+    assert [i["id"] for i in document["images"]] == [i["id"] for i in val["images"]]
+    assert document["info"]["image_ids"] == "dataset"
+    # The same boxes as owp eval scored (its budget, 1000, not the model's default 100).
+    scored = json.loads((evaluated / "proposals.json").read_text())
+    written = [{k: a[k] for k in ("image_id", "bbox", "score")} for a in document["annotations"]]
+    assert written == [{k: p[k] for k in ("image_id", "bbox", "score")} for p in scored]
+    capsys.readouterr()
+    metrics = tmp_path / "proposals.json"
+    assert main(["eval-proposals", "--gt", str(data / "val.json"), "--proposals",
+                 str(out / "predictions.json"), "--split", str(data / "split.yaml"),
+                 "--out", str(metrics)]) == 0  # fmt: skip
+    recalls = json.loads(metrics.read_text())
+    for key in ("AR@10", "AR@100", "AR@1000", "AR_small@100"):
+        assert recalls[key] == expected[key], key
+    detections = tmp_path / "detections.json"
+    assert main(["eval-detections", "--gt", str(data / "val.json"), "--detections",
+                 str(out / "predictions.json"), "--split", str(data / "split.yaml"),
+                 "--out", str(detections)]) == 0  # fmt: skip
+    # Category ids are the dataset's, through the model's own (reversed) ids.
+    assert {a["category_id"] for a in document["annotations"]} <= {
+        c["id"] for c in val["categories"]
+    }
+
+
+def test_predict_coco_takes_image_ids_from_data_by_file_name(synth_run, tmp_path, capsys):
+    data, runs = synth_run
+    val = json.loads((data / "val.json").read_text())
+    picked = data / "val" / val["images"][1]["file_name"]
+    out = tmp_path / "one"
+    assert predict(runs["agnostic"], picked, "--data", data, "--out", out, "--format", "coco") == 0
+    document = json.loads((out / "predictions.json").read_text())
+    assert [i["id"] for i in document["images"]] == [val["images"][1]["id"]]
+    stranger = tmp_path / "stranger.jpg"
+    Image.new("RGB", (40, 30)).save(stranger)
+    capsys.readouterr()
+    code = predict(runs["agnostic"], stranger, "--data", data, "--out", tmp_path / "x",
+                   "--format", "coco")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "has no image named stranger.jpg" in err and err.count("\n") == 1

@@ -14,6 +14,7 @@ from PIL import Image
 
 import owp
 from owp.cli import main
+from owp.data.images import read_image_tensor
 from owp.errors import OwpInputError
 from owp.sources import init_state, load_source, weights_enum, weights_file
 
@@ -189,6 +190,66 @@ def test_predict_and_eval_through_the_cli(torch_home, images, tmp_path, monkeypa
     assert {p["image_id"] for p in proposals} == {1, 2}
 
 
+def test_eval_of_torchvision_detections_writes_coco_ids(torch_home, images, tmp_path, monkeypatch):
+    """torchvision's labels are COCO ids: evaluated on a split with 20 base classes, a label
+    >= 20 neither crashes nor is renamed through the split (car stays 3, not motorcycle)."""
+    import owp.sources
+
+    for key, value in SMALL.items():
+        monkeypatch.setitem(owp.sources.FCOS_OPTIONS, key, value)
+    names = weights_enum("fcos_resnet50_fpn").meta["categories"]
+    categories = [
+        {"id": i, "name": n} for i, n in enumerate(names) if n not in ("__background__", "N/A")
+    ]
+    files = sorted(images.glob("*.jpg"))
+    gt = {
+        "images": [
+            {"id": 10 + i, "file_name": f.name, "width": w, "height": h}
+            for i, (f, (w, h)) in enumerate(zip(files, [(90, 100), (160, 120)], strict=True))
+        ],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 10,
+                "category_id": 3,
+                "bbox": [5, 5, 40, 30],
+                "area": 1200,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 11,
+                "category_id": 88,
+                "bbox": [9, 9, 50, 50],
+                "area": 2500,
+                "iscrowd": 0,
+            },
+        ],  # fmt: skip
+        "categories": categories,
+    }
+    ann = tmp_path / "coco.json"
+    ann.write_text(json.dumps(gt))
+    out = tmp_path / "eval"
+    argv = ["eval", "torchvision:fcos_resnet50_fpn", "--data", str(ann), "--images",
+            str(images), "--split", "coco-voc", "--scoring", "cls*centerness",
+            "--max-dets", "10,100", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    detections = json.loads((out / "detections.json").read_text())
+    ids = {d["category_id"] for d in detections}
+    assert max(ids) > 20 and ids <= set(range(1, 91))
+    # The same labels as the model gives directly: label i is COCO id i.
+    model = owp.load("torchvision:fcos_resnet50_fpn", scoring="cls*centerness", post_nms_top_n=100)
+    with torch.inference_mode():  # one image per call, as the evaluation batched them
+        outputs = [model([read_image_tensor(f)])[0] for f in files]
+    for image_id, output in zip((10, 11), outputs, strict=True):
+        written = sorted(d["category_id"] for d in detections if d["image_id"] == image_id)
+        assert written == sorted(output["labels"].tolist())
+    # A dataset whose category 1 is not torchvision's person is refused, naming both.
+    categories[0]["name"] = "aardvark"
+    ann.write_text(json.dumps(gt))
+    assert main([*argv, "--force"]) == 2
+
+
 def test_a_missing_weights_file_names_the_file_and_its_url(tmp_path, images, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     assert main(["predict", "torchvision:fasterrcnn_resnet50_fpn_v2", str(images),
@@ -252,13 +313,42 @@ def test_the_fcos_source_exports(torch_home):
     assert isinstance(pipeline_for(faster), RPNPipeline)
 
 
+def test_export_keeps_the_scorings_threshold_as_predict_does(torch_home, tmp_path, monkeypatch):
+    """owp export --scoring cls*centerness exports torchvision's 0.2 score threshold, as
+    owp predict --scoring cls*centerness applies it: the same boxes."""
+    import owp.export
+    import owp.sources
+
+    for key, value in SMALL.items():
+        monkeypatch.setitem(owp.sources.FCOS_OPTIONS, key, value)
+    exported = {}
+
+    def capture(model, out, **options):  # the graph itself is tested in tests/test_export.py
+        exported.update(model=model, **options)
+        Path(out).write_bytes(b"onnx")
+        return Path(out)
+
+    monkeypatch.setattr(owp.export, "export_onnx", capture)
+    out = tmp_path / "fcos.onnx"
+    argv = ["export", "torchvision:fcos_resnet50_fpn", "--scoring", "cls*centerness"]
+    assert main([*argv, "--out", str(out)]) == 0
+    pipeline = owp.export.pipeline_for(exported["model"], scorings=exported["scorings"])
+    image = image_tensor(100, 140, seed=3)
+    with torch.inference_mode():
+        boxes = pipeline(image)[0]
+        expected = owp.load("torchvision:fcos_resnet50_fpn", scoring="cls*centerness")([image])[0]
+    assert exported["model"].postprocess_config.score_thresh == 0.2
+    assert boxes.shape == expected["boxes"].shape
+    torch.testing.assert_close(boxes, expected["boxes"], atol=1e-3, rtol=0)
+
+
 def test_the_practical_preset_starts_from_torchvision_fcos(torch_home):
     from owp.config import load_preset
     from owp.engine.recipes import RECIPES
 
     config = load_preset("coco-all-iou-from-torchvision")
     assert config.train.init == "torchvision:fcos_resnet50_fpn"
-    assert config.train.recipe in RECIPES and config.train.recipe.endswith("_fb")
+    assert config.train.recipe in RECIPES and config.train.recipe == "objectness"
     assert (config.train.max_iters, config.train.batch_size) == (7500, 16)
     assert config.data.split == "all" and "num_classes" not in config.model.options
     assert config.model.options["scoring"] in ("iou", "geomean")
@@ -281,3 +371,54 @@ def test_the_trainer_starts_from_a_torchvision_source(torch_home, tmp_path):
     ours = trainer.model.state_dict()
     for key in ("backbone.body.layer4.2.conv3.weight", "head.regression_head.bbox_reg.weight"):
         assert torch.equal(ours[key], theirs[key]), key
+
+
+COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
+
+
+def test_the_practical_preset_trains_its_objectness_branches_on_coco_mini(torch_home, tmp_path):
+    if not COCO_MINI.is_dir():
+        pytest.skip("coco-mini is not here (../shared/data/coco-mini)")
+    from owp.engine.checkpoint import load_checkpoint
+
+    coco = json.loads((COCO_MINI / "annotations.json").read_text())
+    kept = {img["id"] for img in coco["images"][:3]}
+    val = tmp_path / "val.json"
+    val.write_text(
+        json.dumps(
+            {
+                **coco,
+                "images": [img for img in coco["images"] if img["id"] in kept],
+                "annotations": [a for a in coco["annotations"] if a["image_id"] in kept],
+            }
+        )
+    )
+    run = tmp_path / "run"
+    settings = {
+        "data.train": COCO_MINI / "annotations.json",
+        "data.train_images": COCO_MINI / "images",
+        "data.val": val,
+        "data.val_images": COCO_MINI / "images",
+        "data.num_workers": 0,
+        "train.max_iters": 3,
+        "train.batch_size": 2,
+        "train.warmup_iters": 1,
+        "train.steps": "[]",
+        "train.checkpoint_period": 3,
+        "model.min_size": 128,
+        "model.max_size": 160,
+        "eval.max_dets": "[10, 100]",
+    }
+    argv = ["train", "--preset", "coco-all-iou-from-torchvision", "--out", str(run)]
+    for key, value in settings.items():
+        argv += ["--set", f"{key}={value}"]
+    assert main(argv) == 0
+    trained = load_checkpoint(run / "last.pt")["model"]
+    theirs = torch_home["fcos_resnet50_fpn"].state_dict()
+    branches = ("head.regression_head.bbox_ctrness.", "head.regression_head.bbox_iou.")
+    for key, value in trained.items():
+        if key in theirs and not key.startswith(branches):
+            assert torch.equal(value, theirs[key]), key  # torchvision's, untouched
+    ctrness = "head.regression_head.bbox_ctrness.weight"
+    assert not torch.equal(trained[ctrness], theirs[ctrness])
+    assert json.loads((run / "eval" / "metrics.json").read_text())["AR@100"] >= 0

@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from owp import __version__
 
 log = logging.getLogger("owp")
+
+DEFAULT_PRESET = "demo"
+SCHEDULE_RULE = (
+    "A train.max_iters that ends before the warm-up or lr steps scales them with it (one "
+    "warning names the new values)."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    if args.offline:
+        os.environ["OWP_OFFLINE"] = "1"  # owp.offline.OFFLINE_ENV, read where downloads start
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -59,17 +69,21 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class _CommandParser(argparse.ArgumentParser):
-    """Every ``owp`` (sub)command's parser: defaults shown in ``--help``."""
+    """Every ``owp`` (sub)command's parser: defaults shown in ``--help``, and a bad argument is
+    one ``owp: error:`` line (no usage block), exit status 2."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def error(self, message: str) -> NoReturn:
+        print(f"owp: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
 
 def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
-    """A command group called without its subcommand: usage on stderr, exit status 2."""
-    parser.print_usage(sys.stderr)
-    print(f"{parser.prog}: error: choose a subcommand (see {parser.prog} --help)", file=sys.stderr)
+    """A command group called without its subcommand: one error line, exit status 2."""
+    print(f"owp: error: choose a subcommand (see {parser.prog} --help)", file=sys.stderr)
     return 2
 
 
@@ -81,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"owp {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="download nothing (as OWP_OFFLINE=1): weights must be in the torch hub cache",
+    )
     commands = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=_CommandParser
     )
@@ -163,11 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_arguments(proposals, "--proposals")
     proposals.add_argument(
         "--protocol",
-        choices=("strict", "oln"),
+        choices=("strict", "oln", "all"),
         default="strict",
-        help="strict: every proposal counts (the paper); oln: proposals on base objects do not "
-        "consume the budget",
+        help="strict: every proposal counts (the paper); oln: OLN's wrapper, proposals on base "
+        "objects do not consume the budget; all: one row per published convention (strict, "
+        "oln at pools 1500, 500 and 100), side by side",
     )
+    _add_pool_argument(proposals)
     proposals.add_argument(
         "--max-dets",
         default="10,20,50,100,300,1000",
@@ -198,16 +219,31 @@ def _add_model_commands(commands) -> None:
         "has not beaten its control yet (README, 'Self-training: measured').",
     )
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--preset", default="demo", help="shipped preset (see `owp presets`)")
-    source.add_argument("--config", type=Path, help="YAML run config (same layout as presets)")
+    source.add_argument(
+        "--preset",
+        help=f"shipped preset (see `owp presets`; default {DEFAULT_PRESET}, or with --resume "
+        "the run's own config.yaml)",
+    )
+    source.add_argument(
+        "--config",
+        type=Path,
+        help="YAML run config (same layout as presets; its relative paths are relative to its "
+        "folder)",
+    )
     train.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a config value, e.g. train.max_iters=200 or model.scoring=geomean",
+        help=f"override a config value, e.g. train.max_iters=200 or model.scoring=geomean. "
+        f"{SCHEDULE_RULE} Paths are relative to the current folder.",
     )
     train.add_argument("--out", type=Path, help="run folder (default runs/<preset>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out, with its own config.yaml unless --preset or --config "
+        "is given",
+    )
     train.add_argument("--init", help="initialise weights from this checkpoint")
     train.add_argument("--device", help="auto, cpu or cuda (default: the config's)")
     train.set_defaults(handler=_run_train)
@@ -240,8 +276,10 @@ def _add_model_commands(commands) -> None:
         "--protocol",
         choices=("strict", "oln"),
         default="strict",
-        help="strict: every proposal counts in the budget; oln: those on base objects do not",
+        help="strict: every proposal counts in the budget; oln: those on base objects do not "
+        "(OLN's wrapper). Metrics go to metrics.json (strict) or metrics.oln-pool<N>.json",
     )
+    _add_pool_argument(evaluate)
     evaluate.add_argument("--max-dets", default="10,20,50,100,300,1000", help="budgets k")
     _add_per_category_argument(evaluate)
     evaluate.add_argument(
@@ -285,10 +323,14 @@ def _add_model_commands(commands) -> None:
         choices=("json", "coco"),
         default="json",
         help="json: <name>.json per image; coco: one predictions.json (COCO layout: images with "
-        "their file names and sizes, one annotation per box)",
+        "their dataset ids, file names and sizes, one annotation per box with its dataset "
+        "category_id), which owp eval-proposals and eval-detections read as it is",
     )
     predict.add_argument(
-        "--top-k", type=int, help="boxes kept per image (default: all the model returns)"
+        "--top-k",
+        type=int,
+        help="boxes kept per image (default: all the model returns; --format coco: 1000, the "
+        "budget owp eval scores)",
     )
     predict.add_argument("--score-thresh", type=float, help="drop boxes scoring at or below this")
     predict.add_argument(
@@ -300,6 +342,16 @@ def _add_model_commands(commands) -> None:
         default=1,
         help="images per model call, of one padded input shape (boxes do not depend on it; "
         "default 1)",
+    )
+    predict.add_argument(
+        "--data",
+        help="dataset folder or instances JSON whose image ids --format coco writes (inputs "
+        "matched by file name; without inputs, its images are predicted). Default: the run's "
+        "val set when the inputs are its images",
+    )
+    predict.add_argument("--part", default="val", help="part of a dataset folder (default val)")
+    predict.add_argument(
+        "--images", type=Path, help="images folder of --data (default: found next to the JSON)"
     )
     predict.add_argument("--scoring", help="override the scoring mode")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -438,15 +490,21 @@ def _add_export_command(commands) -> None:
     export.add_argument("run", help="run folder, checkpoint file or torchvision: source")
     export.add_argument("--format", choices=("onnx",), default="onnx", help="export format")
     export.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    export.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    export.add_argument("--opset", type=_positive_int, help="ONNX opset (18 to 23; default 18)")
     export.add_argument(
         "--scoring",
         action="append",
         help="scoring exported (default: the model's); repeat to add outputs <name>:<scoring>",
     )
-    export.add_argument("--min-size", type=int, help="resize: shorter side (default: model's)")
-    export.add_argument("--max-size", type=int, help="resize: longest side (default: model's)")
-    export.add_argument("--top-k", type=int, help="boxes kept per image (default: model's)")
+    export.add_argument(
+        "--min-size", type=_positive_int, help="resize: shorter side (default: model's)"
+    )
+    export.add_argument(
+        "--max-size", type=_positive_int, help="resize: longest side (default: model's)"
+    )
+    export.add_argument(
+        "--top-k", type=_positive_int, help="boxes kept per image (default: model's)"
+    )
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     _add_weights_argument(export)
     export.set_defaults(handler=_run_export)
@@ -480,7 +538,9 @@ def _run_export(args: argparse.Namespace) -> None:
     if args.out.exists() and not args.force:
         raise OwpInputError("already exists; pass --force to overwrite", path=args.out)
     _check_output_file(args.out)
-    model, saved = _load_model(args)
+    # The first scoring's own inference options (a torchvision source's 0.2 score threshold
+    # for cls* scorings), as owp predict --scoring gets them.
+    model, saved = _load_model(args, **({"scoring": args.scoring[0]} if args.scoring else {}))
     if type(model).__name__ == "OnnxProposer":
         raise OwpInputError("is already an ONNX file", path=args.run)
     pipeline_for(
@@ -492,8 +552,6 @@ def _run_export(args: argparse.Namespace) -> None:
     )  # refuses models and options that do not export, before any other work
     metadata = {"model": saved["model"]["name"]}
     names = getattr(model, "class_names", None)
-    if names is None and getattr(model.config, "num_classes", None) is not None:
-        names = _run_class_names(args.run, saved)
     if names:
         metadata["class_names"] = json.dumps(list(names))
     if getattr(model, "category_ids", None) is not None:
@@ -510,18 +568,6 @@ def _run_export(args: argparse.Namespace) -> None:
     )
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.1f} MiB); run it with: owp predict {out} IMAGES --out DIR")
-
-
-def _run_class_names(run, saved) -> list[str] | None:
-    """A classifying run's class names, or ``None`` (with a warning) when they are unknown."""
-    from owp.data.locate import run_class_names
-    from owp.errors import OwpInputError
-
-    try:
-        return run_class_names(run, saved.get("data"))
-    except OwpInputError as err:  # labels stay numbers; the proposals do not need names
-        log.warning("labels are written as numbers: the run's class names are unknown (%s)", err)
-        return None
 
 
 def _add_study_command(commands) -> None:
@@ -543,7 +589,7 @@ def _add_study_command(commands) -> None:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a config value of every preset, e.g. train.max_iters=200",
+        help=f"override a config value of every preset, e.g. train.max_iters=200. {SCHEDULE_RULE}",
     )
     study.add_argument(
         "--baseline", help="run the ΔAR@100 column compares to (default: the group's, or first)"
@@ -696,7 +742,14 @@ def _run_report(args: argparse.Namespace) -> None:
 
 def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str) -> None:
     """--gt, the results file, --split, --engine and --out, shared by the eval commands."""
-    parser.add_argument("--gt", required=True, type=Path, help="ground-truth instances JSON")
+    parser.add_argument(
+        "--gt",
+        required=True,
+        type=Path,
+        help="ground truth: instances JSON or dataset folder (its --part file, found as "
+        "`owp data stats` finds it)",
+    )
+    _add_part_argument(parser)
     parser.add_argument(results_flag, required=True, type=Path, help="COCO results JSON")
     parser.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
     parser.add_argument(
@@ -707,6 +760,31 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str
         "faster-coco-eval, pycocotools: COCOeval itself (the slower references; same numbers)",
     )
     parser.add_argument("--out", type=Path, help="metrics JSON to write")
+
+
+def _add_pool_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--oln-pool",
+        type=_positive_int,
+        default=1500,
+        metavar="N",
+        help="oln protocol: proposals kept per image before those on base objects are removed "
+        "(OLN 1500, GOOD 500, LDET and UDOS 100; default 1500)",
+    )
+
+
+def _add_part_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--part", default="val", help="which part of a dataset folder --gt names (default val)"
+    )
+
+
+def _ground_truth(args: argparse.Namespace) -> Path:
+    """The instances JSON that ``--gt`` names: the file, or the ``--part`` file of a dataset
+    folder (:func:`owp.data.coco.find_annotation_file`, as ``owp data stats`` finds it)."""
+    from owp.data.coco import find_annotation_file
+
+    return find_annotation_file(args.gt, args.part)
 
 
 def _add_per_category_argument(parser: argparse.ArgumentParser) -> None:
@@ -752,7 +830,10 @@ def _add_data_commands(commands) -> None:
         help="write the base-only and novel-only ground-truth JSONs of a split",
         description="Write <stem>_base.json and <stem>_novel.json (all images kept) into --out.",
     )
-    split.add_argument("--gt", required=True, type=Path, help="instances JSON")
+    split.add_argument(
+        "--gt", required=True, type=Path, help="instances JSON or dataset folder (its --part file)"
+    )
+    _add_part_argument(split)
     split.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
     split.add_argument("--out", required=True, type=Path, help="output folder")
     split.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -773,6 +854,31 @@ def _add_data_commands(commands) -> None:
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
     stats.set_defaults(handler=_run_data_stats)
 
+    download = sub.add_parser(
+        "download",
+        help="download COCO 2017 or the LVIS v1 annotations, laid out as detectron2 does",
+        description="Download the official archives (checksums verified, interrupted downloads "
+        "resumed, complete ones skipped), extract them as <root>/coco/{train2017,val2017,"
+        "annotations} and <root>/lvis/lvis_v1_{train,val}.json, and check every annotation "
+        "file as owp data stats does. LVIS reads the COCO images: download coco too.",
+    )
+    # no argparse choices: an unknown name is one error line, as every bad input
+    download.add_argument("dataset", help="what to download: coco or lvis")
+    download.add_argument(
+        "--root", type=Path, default=Path("datasets"), help="datasets folder (default datasets)"
+    )
+    download.set_defaults(handler=_run_data_download)
+
+
+def _run_data_download(args: argparse.Namespace) -> None:
+    from owp.data.download import download_dataset
+
+    report = download_dataset(args.dataset, args.root, progress=True)
+    if report.skipped:
+        print(f"already complete: {', '.join(report.skipped)}")
+    for line in report.checks:
+        print(line)
+
 
 def _run_demo(args: argparse.Namespace) -> None:
     from owp.demo import run_demo
@@ -787,23 +893,32 @@ def _run_demo(args: argparse.Namespace) -> None:
 def _run_train(args: argparse.Namespace) -> None:
     from owp.config import apply_overrides, load_config_file, load_preset, resolve_data_paths
     from owp.engine.trainer import train
+    from owp.errors import OwpInputError
 
+    name = args.config.stem if args.config is not None else args.preset or DEFAULT_PRESET
+    run_dir = args.out or Path("runs") / name
     if args.config is not None:
         config = load_config_file(args.config)
-        name = args.config.stem
+    elif args.preset is None and args.resume:  # a run folder is self-contained
+        own = run_dir / "config.yaml"
+        if not own.is_file():
+            raise OwpInputError(
+                "no config.yaml to resume with; name the run's --preset or --config", path=run_dir
+            )
+        config = load_config_file(own)
     else:
-        config = load_preset(args.preset)
-        name = args.preset
+        config = load_preset(args.preset or DEFAULT_PRESET)
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"train.device={args.device}")
     if args.init:
         overrides.append(f"train.init={args.init}")
     config = resolve_data_paths(apply_overrides(config, overrides))
-    run_dir = args.out or Path("runs") / name
     result = train(config, run_dir, resume=args.resume)
+    start, end = result.start_step, result.step  # a resumed session did start -> end
+    session = f"{end - start} steps ({start}→{end})" if start else f"{end} steps"
     _print_run_metrics(
-        result.metrics, f"{run_dir}: {result.step} steps in {result.seconds:.0f} s; val recall"
+        result.metrics, f"{run_dir}: {session} in {result.seconds:.0f} s; val recall"
     )
     print(f"checkpoint: {result.checkpoint}")
 
@@ -849,6 +964,7 @@ def _run_eval(args: argparse.Namespace) -> None:
         images,
         split,
         protocol=args.protocol,
+        oln_pool=args.oln_pool,
         max_dets=max_dets,
         batch_size=args.batch_size,
         # Without --scoring, the run's own eval settings (e.g. a Double-Head run ranks its
@@ -864,18 +980,20 @@ def _run_eval(args: argparse.Namespace) -> None:
     if metrics.get("reused"):
         names = " and ".join(metrics["reused"])
         print(f"reused {names} in {out}: same weights, scoring and data (--force predicts again)")
-    _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol']} protocol")
+    _print_run_metrics(metrics, f"{ann_file}: {metrics['protocol_label']} protocol")
     if extras:
         _print_scorings(metrics, extras)
     if args.per_category:
+        from owp.engine.inference import metrics_file_name
         from owp.evaluation.proposals import category_budget, per_category_recall
         from owp.files import write_json
 
         metrics["per_category"] = per_category_recall(
             ann_file, out / "proposals.json", split, budget=category_budget(max_dets)
         )
-        write_json(out / "metrics.json", metrics)
-        _report_per_category(metrics["per_category"], out / "metrics.json")
+        metrics_file = out / metrics_file_name(args.protocol, args.oln_pool)
+        write_json(metrics_file, metrics)
+        _report_per_category(metrics["per_category"], metrics_file)
     print(f"proposals and metrics in {out}")
 
 
@@ -901,11 +1019,11 @@ def _run_study(args: argparse.Namespace) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
-    from owp.data.locate import run_images
     from owp.engine.dist import resolve_device
     from owp.engine.inference import image_paths
     from owp.engine.predict import predict_images
     from owp.errors import OwpInputError
+    from owp.evaluation.proposals import DEFAULT_MAX_DETS
     from owp.sources import ONNX_SUFFIX, is_source
 
     for flag, value in (
@@ -926,6 +1044,8 @@ def _run_predict(args: argparse.Namespace) -> None:
     if not str(args.run).lower().endswith(ONNX_SUFFIX):  # an ONNX graph has them built in
         if args.top_k is not None:
             overrides["post_nms_top_n"] = args.top_k
+        elif args.format == "coco":  # the budget owp eval scores, so that AR@1000 means it
+            overrides["post_nms_top_n"] = max(DEFAULT_MAX_DETS)
         if args.score_thresh is not None:
             overrides["score_thresh"] = args.score_thresh
     from owp.engine.precision import prepare_for_inference
@@ -936,12 +1056,11 @@ def _run_predict(args: argparse.Namespace) -> None:
     precision = prepare_for_inference(
         model, device, amp=args.amp, channels_last=args.channels_last, compile=args.compile
     )
-    if paths is None:  # the run's own val images
-        paths = run_images(args.run, saved.get("data"))
+    paths, image_ids = _predict_images_and_ids(args, paths, saved, source)
     names = getattr(model, "class_names", None)
     classifies = getattr(getattr(model, "config", None), "num_classes", None) is not None
-    if names is None and classifies and not source:
-        names = _run_class_names(args.run, saved)
+    if names is None and classifies and getattr(model, "category_ids", None) is None:
+        log.warning("labels are written as numbers: the run's classes are unknown")
     report = predict_images(
         model,
         paths,
@@ -953,6 +1072,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         output_format=args.format,
         class_names=names,
         category_ids=getattr(model, "category_ids", None),
+        image_ids=image_ids,
         precision=precision,
         progress=True,
     )
@@ -961,6 +1081,37 @@ def _run_predict(args: argparse.Namespace) -> None:
         f"wrote {what} and overlays (PNG) for {report.images} images ({report.boxes} boxes, "
         f"{report.images_per_second:.1f} img/s) to {args.out}"
     )
+
+
+def _predict_images_and_ids(args, paths, saved, source) -> tuple[list[Path], list[int] | None]:
+    """The images ``owp predict`` runs on and their dataset image ids: ``--data``'s (its images
+    by default, inputs matched by file name), else the run's own val set's (its images by
+    default, or inputs that all carry its file names); ``None`` (numbered from 1) otherwise."""
+    from owp.data.locate import dataset_images, run_images
+    from owp.engine.predict import ids_by_file_name
+
+    if args.data is not None:
+        known, ids = dataset_images(args.data, args.part, args.images)
+        if paths is None:
+            return known, ids
+        return paths, ids_by_file_name(paths, known, ids, args.data, strict=True)
+    if source:
+        return paths, None
+    known, ids = run_images(args.run, saved.get("data")) if paths is None else _run_val(args, saved)
+    if paths is None:
+        return known, ids
+    return paths, ids_by_file_name(paths, known, ids, args.run, strict=False)
+
+
+def _run_val(args, saved) -> tuple[list[Path], list[int]]:
+    """The run's val images and ids, or none when its data is not found."""
+    from owp.data.locate import run_images
+    from owp.errors import OwpInputError
+
+    try:
+        return run_images(args.run, saved.get("data"))
+    except OwpInputError:
+        return [], []
 
 
 def _run_presets(args: argparse.Namespace) -> None:
@@ -1032,11 +1183,12 @@ def _run_data_split(args: argparse.Namespace) -> None:
     from owp.files import write_json
 
     _check_folder_path(args.out)
-    coco = read_coco_json(args.gt)
-    split = resolve_split(args.split, coco["categories"], args.gt)
+    gt = _ground_truth(args)
+    coco = read_coco_json(gt)
+    split = resolve_split(args.split, coco["categories"], gt)
     targets = {
-        args.out / f"{args.gt.stem}_base.json": split.base_ids,
-        args.out / f"{args.gt.stem}_novel.json": split.novel_ids,
+        args.out / f"{gt.stem}_base.json": split.base_ids,
+        args.out / f"{gt.stem}_novel.json": split.novel_ids,
     }
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.force:
@@ -1124,23 +1276,42 @@ def _run_propose_baseline(args: argparse.Namespace) -> None:
 
 
 def _run_eval_proposals(args: argparse.Namespace) -> None:
-    from owp.evaluation.proposals import check_max_dets, evaluate_proposals
+    from owp.evaluation.proposals import check_max_dets, evaluate_conventions, evaluate_proposals
     from owp.evaluation.report import metrics_table, recall_columns
 
     max_dets = check_max_dets(args.max_dets)
     _check_output_file(args.out)
+    if args.protocol == "all":
+        if args.per_category:
+            from owp.errors import OwpInputError
+
+            raise OwpInputError("--per-category goes with --protocol strict or oln, not all")
+        rows = evaluate_conventions(
+            _ground_truth(args), args.proposals, args.split, max_dets=max_dets, engine=args.engine
+        )
+        first = rows[0]
+        title = (
+            f"novel-class recall (%) under each published convention, split {first['split']}, "
+            f"{first['num_images']} images, {first['num_gt']} novel objects"
+        )
+        columns = ["convention", *recall_columns(first), "used_by"]
+        print(metrics_table(rows, columns, title=title))
+        _write_metrics(args.out, {"conventions": rows})
+        return
     metrics = evaluate_proposals(
-        args.gt,
+        _ground_truth(args),
         args.proposals,
         args.split,
         protocol=args.protocol,
         max_dets=max_dets,
         engine=args.engine,
         per_category=args.per_category,
+        oln_pool=args.oln_pool,
     )
     title = (
-        f"novel-class recall (%), split {metrics['split']}, protocol {metrics['protocol']}, "
-        f"{metrics['num_images']} images, {metrics['num_gt']} novel objects"
+        f"novel-class recall (%), split {metrics['split']}, protocol "
+        f"{metrics['protocol_label']}, {metrics['num_images']} images, "
+        f"{metrics['num_gt']} novel objects"
     )
     print(metrics_table([metrics], recall_columns(metrics), title=title))
     _write_metrics(args.out, metrics)
@@ -1168,7 +1339,9 @@ def _run_eval_detections(args: argparse.Namespace) -> None:
     from owp.evaluation.report import metrics_table
 
     _check_output_file(args.out)
-    metrics = evaluate_detections(args.gt, args.detections, args.split, engine=args.engine)
+    metrics = evaluate_detections(
+        _ground_truth(args), args.detections, args.split, engine=args.engine
+    )
     title = (
         f"base-class AP (%), split {metrics['split']}, {metrics['num_images']} images, "
         f"{metrics['num_gt']} base objects"
@@ -1185,6 +1358,17 @@ def _write_metrics(out: Path | None, metrics: dict) -> None:
 
     write_json(out, metrics)
     print(f"wrote {out}")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a positive integer (its error becomes the one ``owp: error:`` line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or str(value) != text.strip():
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _check_output_file(path: Path | None) -> None:

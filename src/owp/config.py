@@ -9,6 +9,8 @@ folder and inside every checkpoint.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -94,7 +96,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """How the val set is evaluated: protocol, budgets k, batch size, scorings.
+    """How the val set is evaluated: protocol (and the ``oln`` protocol's pool), budgets k,
+    batch size, scorings.
 
     ``proposal_scoring`` ranks the proposals whose novel AR is measured, ``detection_scoring``
     the class-labelled detections whose base AP is measured (classifying models only); ``None``
@@ -104,6 +107,7 @@ class EvalConfig:
     """
 
     protocol: str = "strict"
+    oln_pool: int = 1500
     max_dets: tuple[int, ...] = (10, 20, 50, 100, 300, 1000)
     batch_size: int = 8
     proposal_scoring: str | None = None
@@ -120,9 +124,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     description: str = ""
+    notices: tuple[str, ...] = field(default=(), compare=False)
+    """Warnings about how the config was built (a scaled schedule), logged when a run starts,
+    after its checks (a failing command prints only its error); not saved."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["notices"]
+        return data
 
 
 def list_presets() -> dict[str, str]:
@@ -153,13 +162,29 @@ def load_preset(name: str) -> RunConfig:
 
 
 def load_config_file(path: str | Path) -> RunConfig:
-    """A run config from a YAML file (same layout as the presets)."""
+    """A run config from a YAML file (same layout as the presets).
+
+    Relative paths in it (the ``data`` paths, a ``train.init`` checkpoint) are relative to the
+    file's folder, as detectron2 and mmdetection read their configs, and are made absolute here
+    (the ``data`` values as written are kept in ``data.as_written``). Presets keep theirs
+    relative to the current folder (``datasets/coco/...``), as do ``--set`` values.
+    """
     path = Path(path)
     if path.is_dir():
         raise OwpInputError("is a folder, expected a YAML config file", path=path)
     if not path.is_file():
         raise OwpInputError("config file not found", path=path)
-    return config_from_dict(_read_yaml_text(path.read_text(), str(path)), str(path))
+    config = config_from_dict(_read_yaml_text(path.read_text(), str(path)), str(path))
+    config = resolve_data_paths(config, path.parent.absolute())
+    init = config.train.init
+    if init and not _NAME_PREFIX.match(init) and not Path(init).is_absolute():
+        init = os.path.normpath(path.parent.absolute() / init)
+        config = replace(config, train=replace(config.train, init=init))
+    return config
+
+
+_NAME_PREFIX = re.compile(r"[a-z]+:")
+"""``run:NAME``, ``torchvision:NAME``: names of weights, not paths."""
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
@@ -183,7 +208,13 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
 
 
 def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
-    """Apply ``section.key=value`` strings (values parsed as YAML) and return a new config."""
+    """Apply ``section.key=value`` strings (values parsed as YAML) and return a new config.
+
+    The description gains the overrides (``... (overridden: train.max_iters=30)``), so that
+    the run's ``config.yaml`` and reports describe what was run. A ``train.max_iters`` that
+    leaves the warm-up or absolute lr steps beyond the new end scales them with it
+    (:func:`fit_schedule`), unless the same overrides set them.
+    """
     data = config.to_dict()
     model = data["model"]
     flat_model = {"name": model["name"], "compile": model["compile"], **model["options"]}
@@ -200,7 +231,59 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
         except yaml.YAMLError:
             value = text
         data[section][name] = value
-    return config_from_dict(data, "--set")
+    updated = config_from_dict(data, "--set")
+    if not overrides:
+        return updated
+    explicit = {item.partition("=")[0].strip() for item in overrides}
+    updated, scaled = fit_schedule(updated, config.train.max_iters, explicit)
+    named = "; ".join([*(item.strip() for item in overrides), *scaled])
+    description = f"{config.description} (overridden: {named})".strip()
+    return replace(updated, description=description)
+
+
+def schedule_beyond_end(train: TrainConfig) -> list[str]:
+    """The parts of the lr schedule that lie beyond ``max_iters`` (``["warmup_iters 1000"]``);
+    empty when it fits. Fractional steps always fit."""
+    beyond = []
+    if train.warmup_iters > train.max_iters:
+        beyond.append(f"warmup_iters {train.warmup_iters}")
+    late = [int(step) for step in train.steps if step >= 1 and step > train.max_iters]
+    if late:
+        beyond.append(f"steps {late}")
+    return beyond
+
+
+def fit_schedule(
+    config: RunConfig, written_for: int, explicit: Collection[str] = ()
+) -> tuple[RunConfig, list[str]]:
+    """``config`` with its warm-up and absolute lr steps scaled by ``max_iters / written_for``
+    when they lie beyond ``max_iters`` (a preset shrunk with ``--set train.max_iters``), and
+    the scaled values as ``key=value`` strings; one warning line naming them is added to
+    ``config.notices`` (the trainer logs it).
+
+    Keys in ``explicit`` (``train.warmup_iters``, ``train.steps``: set by the user) are kept;
+    a schedule still beyond the end is refused when training starts.
+    """
+    train = config.train
+    if train.max_iters == written_for or not schedule_beyond_end(train):
+        return config, []
+    factor = train.max_iters / written_for
+    changes: dict[str, Any] = {}
+    if "train.warmup_iters" not in explicit:
+        changes["warmup_iters"] = round(train.warmup_iters * factor)
+    if "train.steps" not in explicit and any(step >= 1 for step in train.steps):
+        changes["steps"] = tuple(
+            step if step < 1 else max(1, round(step * factor)) for step in train.steps
+        )
+    if not changes:
+        return config, []
+    scaled = [f"train.{key}={_plain(value)}" for key, value in changes.items()]
+    notice = (
+        f"train.max_iters {train.max_iters} (was {written_for}) ends before the warm-up or lr "
+        f"steps: scaled with it to {', '.join(scaled)}"
+    )
+    notices = (*config.notices, notice)
+    return replace(config, train=replace(train, **changes), notices=notices), scaled
 
 
 DATA_PATH_KEYS: tuple[str, ...] = (
@@ -233,7 +316,8 @@ def resolve_data_paths(config: RunConfig, base: str | Path | None = None) -> Run
             continue
         if key == "pseudo_labels" and str(value).startswith(RUN_PREFIX):
             continue
-        if key == "split" and str(value) in BUILTIN_SPLITS:
+        # A split is a name unless such a file exists (``voc`` is an unknown name, not a path).
+        if key == "split" and (str(value) in BUILTIN_SPLITS or not (base / value).is_file()):
             continue
         changed[key] = os.path.normpath(base / value)
         written.setdefault(key, str(value))
@@ -385,6 +469,7 @@ _RULES: dict[str, dict[str, Rule]] = {
     },
     "eval": {
         "protocol": Choices(lambda: ("strict", "oln")),
+        "oln_pool": Range(1),
         "max_dets": Range(1),
         "batch_size": Range(1),
     },

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torchvision.ops import box_iou
 
-from owp.config import load_preset
+from owp.config import fit_schedule, load_preset
 from owp.data.coco import CocoDetection, read_coco_json
 from owp.data.locate import default_synthetic_dataset, locate, locate_split
 from owp.engine.inference import baseline_proposer, propose_for_images
@@ -71,7 +71,8 @@ def run_demo(
     )
     config = replace(config, data=data_config, train=replace(config.train, device=device))
     if iterations is not None:
-        config = replace(config, train=replace(config.train, max_iters=iterations))
+        shorter = replace(config, train=replace(config.train, max_iters=iterations))
+        config, _ = fit_schedule(shorter, config.train.max_iters)
     run_dir = out / "train"
     if (run_dir / "config.yaml").exists():  # a previous demo's run: start afresh
         shutil.rmtree(run_dir)

@@ -14,10 +14,12 @@ Wherever a run folder or checkpoint is accepted (``owp predict``, ``owp eval``, 
 * ``model.onnx`` — a file written by ``owp export``, run with ONNX Runtime
   (:class:`owp.export.OnnxProposer`; predictions only).
 
-Weights are read from disk, never downloaded: the torch hub cache
+Weights come from the torch hub cache
 (``<torch.hub.get_dir()>/checkpoints/<file of the weights URL>``, i.e.
-``$TORCH_HOME/hub/checkpoints``) or a file given as ``weights``. These detectors were trained
-on all 80 COCO classes: their "novel-class" recall on COCO is not an open-world result.
+``$TORCH_HOME/hub/checkpoints``), downloaded there on first use as torchvision does
+(:mod:`owp.models.weights`; ``OWP_OFFLINE=1`` forbids it), or from a file given as
+``weights``. These detectors were trained on all 80 COCO classes: their "novel-class" recall
+on COCO is not an open-world result.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from owp.errors import OwpInputError
 from owp.models.backbones import read_state_dict
 from owp.models.rcnn import IMAGENET_MEAN, IMAGENET_STD, RCNNPostprocessConfig
+from owp.models.weights import fetch_weights
 
 TORCHVISION_PREFIX = "torchvision:"
 ONNX_SUFFIX = ".onnx"
@@ -116,22 +118,14 @@ def weights_enum(name: str):
 
 def weights_file(name: str, weights: str | Path | None = None) -> Path:
     """The file holding source ``name``'s weights: ``weights`` if given, else the torch hub
-    cache file of its torchvision weights URL (an error names that file and the URL)."""
+    cache file of its torchvision weights, downloaded on first use
+    (:func:`~owp.models.weights.fetch_weights`; an error names that file and the URL)."""
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
             raise OwpInputError("weights file not found", path=path)
         return path
-    member = weights_enum(name)
-    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(member.url).path).name
-    if not file.is_file():
-        raise OwpInputError(
-            f"weights {type(member).__name__}.{member.name} are not in the torch hub cache and "
-            f"nothing is downloaded; fetch {member.url} and place it at this path "
-            "(or pass --weights FILE)",
-            path=file,
-        )
-    return file
+    return fetch_weights(weights_enum(name))
 
 
 def _load_strict(model: nn.Module, state: dict[str, Tensor], file: Path, what: str) -> None:

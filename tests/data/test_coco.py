@@ -17,6 +17,7 @@ from owp.data.coco import (
     CocoDetection,
     find_annotation_file,
     find_image_folder,
+    image_path,
     load_instances,
     read_coco_json,
     subset_categories,
@@ -597,3 +598,21 @@ def test_subset_categories() -> None:
     assert [c["name"] for c in sub["categories"]] == ["cat", "kite"]
     assert coco == before
     assert subset_categories(coco, []) == {**before, "annotations": [], "categories": []}
+
+
+@pytest.mark.parametrize(
+    ("images_dir", "expected"),
+    [
+        ("datasets/coco", "datasets/coco/train2017/1.jpg"),
+        ("data/coco2017", "data/coco2017/train2017/1.jpg"),
+        ("data/mscoco2014", "data/mscoco2014/train2017/1.jpg"),
+        ("data/coco/val2017", "data/coco/train2017/1.jpg"),
+        ("data/coco/unlabeled2017", "data/coco/train2017/1.jpg"),
+        ("data/coco/test2015", "data/coco/train2017/1.jpg"),
+    ],
+)
+def test_lvis_image_path_under_a_coco_root_with_a_year(images_dir: str, expected: str) -> None:
+    # Only (train|val|test|unlabeled)20NN are COCO image folders; a root named coco2017 or
+    # mscoco2014 is the COCO root, not an image folder (issue 19, item 7).
+    info = {"id": 1, "coco_url": "http://images.cocodataset.org/train2017/1.jpg"}
+    assert image_path(Path(images_dir), info) == Path(expected)

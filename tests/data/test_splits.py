@@ -10,6 +10,7 @@ import pytest
 from owp.data.splits import (
     BUILTIN_SPLITS,
     COCO_VOC_BASE_IDS,
+    COCO_VOC_BASE_NAMES,
     ClassSplit,
     SplitSpec,
     builtin_split,
@@ -31,9 +32,12 @@ ANIMALS = [
 ]
 
 
+COCO_NAMES = dict(zip(COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES, strict=True))
+
+
 def categories(ids: list[int]) -> list[dict]:
-    """A COCO categories list named ``c<id>``."""
-    return [{"id": i, "name": f"c{i}"} for i in ids]
+    """A COCO categories list: the 20 VOC classes by their COCO names, the others ``c<id>``."""
+    return [{"id": i, "name": COCO_NAMES.get(i, f"c{i}")} for i in ids]
 
 
 def write(path: Path, text: str) -> Path:
@@ -60,7 +64,7 @@ def test_coco_voc_against_the_80_coco_classes() -> None:
     assert len(expected_novel) == 60
     assert split.novel_ids == expected_novel
     assert split.num_base == 20
-    assert split.base_names == tuple(f"c{i}" for i in VOC_IDS)
+    assert split.base_names == COCO_VOC_BASE_NAMES
     assert split.novel_names[:3] == ("c8", "c10", "c11")
     assert split.names[90] == "c90"
     assert split.is_base(72) and not split.is_novel(72)
@@ -142,10 +146,29 @@ def test_lvis_v1_against_a_pruned_category_list(caplog: pytest.LogCaptureFixture
     novel = lvis_v1_novel_ids()
     kept = sorted(set(range(1, 301)) | set(novel[:40]))  # 300 base-side ids, 40 novel ones
     with caplog.at_level("WARNING", logger="owp"):
-        split = builtin_split("lvis-v1").resolve(categories(kept), "lvis_v1_val.json")
+        lvis_style = [{**c, "synset": f"{c['name']}.n.01"} for c in categories(kept)]
+        split = builtin_split("lvis-v1").resolve(lvis_style, "lvis_v1_val.json")
     assert set(split.novel_ids) == set(novel) & set(kept)
     assert set(split.base_ids) == set(kept) - set(novel)
     assert "60 of its 100 listed category ids are not in the dataset" in caplog.text
+
+
+def test_a_builtin_split_on_data_of_another_family_is_refused_naming_the_right_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # lvis-v1 on COCO: 10 of its 100 novel ids collide with COCO ids (VOC's horse among them).
+    with caplog.at_level("WARNING", logger="owp"):
+        message = error_of(builtin_split("lvis-v1").resolve, categories(COCO_IDS), "coco.json")
+    assert "finds only" in message and "looks like COCO: use --split coco-voc" in message
+    assert "\n" not in message and not caplog.text  # the error alone, no warning before it
+    # coco-voc on LVIS: every VOC id exists there, naming other classes (id 1: aerosol can).
+    lvis = [{"id": i, "name": f"thing_{i}", "synset": f"thing_{i}.n.01"} for i in range(1, 1204)]
+    message = error_of(builtin_split("coco-voc").resolve, lvis, "lvis_v1_val.json")
+    assert "id 1 is 'thing_1', not 'person'" in message
+    assert "looks like LVIS: use --split lvis-v1" in message
+    # Neither: a split file is the way.
+    message = error_of(builtin_split("coco-voc").resolve, ANIMALS, "pets.json")
+    assert "neither COCO nor LVIS: write a split file" in message
 
 
 def test_resolve_without_categories() -> None:

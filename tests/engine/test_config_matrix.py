@@ -135,7 +135,10 @@ def model_is_valid(family: str, options: dict[str, Any]) -> bool:
 
 def recipe_trains_something(family: str, options: dict[str, Any]) -> bool:
     """A recipe must leave a loss to train: ``frozen`` freezes localization, and only a
-    classifier is left (FCOS-OWP with classes, Double-Head)."""
+    classifier is left (FCOS-OWP with classes, Double-Head); ``objectness`` trains FCOS-OWP's
+    objectness branches, which the two-stage models do not have."""
+    if options["recipe"] == "objectness":
+        return family == "fcos"
     if not options["recipe"].startswith("frozen"):
         return True
     return family == "double_head" or (family == "fcos" and options["num_classes"] is not None)

@@ -194,3 +194,18 @@ def test_a_frozen_parts_loss_carries_no_gradient_out_of_the_model(name, frozen_l
     sum(losses.values()).backward()
     for parameter, gradient in zip(trunk, expected, strict=True):
         assert torch.allclose(parameter.grad, gradient, rtol=1e-5, atol=1e-9)
+
+
+def test_objectness_recipe_trains_the_objectness_branches_only():
+    model, groups, changed = step_and_diff("objectness")
+    branches = ("head.regression_head.bbox_ctrness.", "head.regression_head.bbox_iou.")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith(branches)}
+    assert {n.split(".")[2] for n in changed} == {"bbox_ctrness", "bbox_iou"}
+    assert [g["lr"] for g in groups] == [0.01] and groups[0]["name"] == "objectness"
+
+
+def test_objectness_recipe_on_a_model_without_objectness_branches():
+    model = create_model("rpn_tiny")
+    with pytest.raises(OwpInputError, match="recipe 'objectness' leaves no parameter to train"):
+        parameter_groups(model, "objectness", 0.01)

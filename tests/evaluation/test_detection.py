@@ -58,7 +58,7 @@ def test_perfect_detections_score_one_and_novel_labels_are_not_credited():
         for a in gt["annotations"]
     ]
     assert evaluate_detections(gt, perfect, SPLIT)["AP"] == pytest.approx(1.0)
-    relabelled = [{**d, "category_id": 4} for d in perfect]
+    relabelled = [{**d, "category_id": 4 + i % 2} for i, d in enumerate(perfect)]
     assert evaluate_detections(gt, relabelled, SPLIT)["AP"] == 0.0
 
 
@@ -68,3 +68,26 @@ def test_detections_need_known_category_ids():
         evaluate_detections(gt, [{**detections[0], "category_id": 99}], SPLIT)
     with pytest.raises(OwpInputError, match="no base classes"):
         evaluate_detections(gt, detections, SplitSpec("none", base=(), novel=None))
+
+
+def test_class_agnostic_proposals_are_refused_in_one_line() -> None:
+    gt = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "area": 400,
+             "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [50, 50, 20, 20], "area": 400,
+             "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "bicycle"}],
+    }  # fmt: skip
+    proposals = [
+        {"image_id": 1, "category_id": 1, "bbox": box, "score": 0.5}
+        for box in ([0, 0, 20, 20], [50, 50, 20, 20])
+    ]
+    split = SplitSpec("both", base=(1, 2), novel=())
+    with pytest.raises(OwpInputError, match="class-agnostic proposals have no AP") as info:
+        evaluate_detections(gt, proposals, split)
+    assert "category_id 1 (person)" in str(info.value)
+    labelled = [{**proposals[0]}, {**proposals[1], "category_id": 2}]
+    assert evaluate_detections(gt, labelled, split)["AP"] == pytest.approx(1.0)

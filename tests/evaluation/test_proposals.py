@@ -126,13 +126,88 @@ def test_base_proposal_consumes_the_budget_only_under_strict():
     assert strict["num_gt"] == oln["num_gt"] == 1
 
 
-def test_oln_truncates_to_the_largest_budget_before_removing():
+def test_oln_cuts_each_image_to_the_pool_before_removing():
     gt = one_image([(1, BASE_BOX, 0), (2, NOVEL_BOX, 0)])
     proposals = [proposal(BASE_BOX, 0.9), proposal(NOVEL_BOX, 0.8)]
-    # Cut to 1 first: only the base proposal survives the cut, then it is removed.
-    assert (
-        evaluate_proposals(gt, proposals, HAND_SPLIT, protocol="oln", max_dets=[1])["AR@1"] == 0.0
-    )
+    for engine in ("owp", "pycocotools"):
+        # Pool 1: only the base proposal is in the pool, then it is removed: nothing left.
+        cut = evaluate_proposals(
+            gt, proposals, HAND_SPLIT, protocol="oln", max_dets=[1], oln_pool=1, engine=engine
+        )
+        assert cut["AR@1"] == 0.0 and cut["oln_pool"] == 1
+        assert cut["protocol_label"] == "oln (pool 1)"
+        # OLN's own pool (1500): the base proposal leaves the budget, the novel one takes k=1.
+        full = evaluate_proposals(gt, proposals, HAND_SPLIT, protocol="oln", max_dets=[1])
+        assert full["AR@1"] == 1.0 and full["protocol_label"] == "oln (pool 1500)"
+
+
+def test_oln_keeps_the_matches_of_removed_proposals():
+    """OLN's wrapper matches with every pooled proposal present, then removes those matched to
+    a base box at IoU 0.5, keeping the boxes they took at the other thresholds (owp <= 0.1
+    matched the survivors again, which here gave AR@2 1.0)."""
+    base = [0.0, 0.0, 100.0, 100.0]
+    novel = [0.0, 0.0, 100.0, 48.0]  # IoU with base 0.48
+    gt = one_image([(1, base, 0), (2, novel, 0)])
+    # F: novel 48/84 = 0.571, base 0.84: takes the novel box at 0.50 and 0.55; kept.
+    f = proposal([0.0, 0.0, 100.0, 84.0], 0.9)
+    # R: novel 48/53 = 0.906, base 0.53. At 0.50 the novel box is F's, so R takes the base box
+    # and is removed; at 0.60..0.90 (F out of reach) R takes the novel box and keeps it.
+    r = proposal([0.0, 0.0, 100.0, 53.0], 0.8)
+    # L: exact on the novel box, base 0.48 (no base match): kept; takes the novel box only
+    # at 0.95, where R's 0.906 falls short.
+    later = proposal(novel, 0.7)
+    for engine in ("owp", "pycocotools"):
+        result = evaluate_proposals(
+            gt, [f, r, later], HAND_SPLIT, protocol="oln", max_dets=[1, 2], engine=engine
+        )
+        # Survivors F (k=1: 2 thresholds) and L (k=2: 1 more threshold) of 10.
+        assert result["AR@1"] == pytest.approx(0.2), engine
+        assert result["AR@2"] == pytest.approx(0.3), engine
+
+
+def test_oln_on_ground_truth_without_annotations_equals_strict():
+    gt = one_image([])
+    proposals = [proposal(NOVEL_BOX, 0.5)]
+    for engine in ("owp", "pycocotools"):
+        strict = evaluate_proposals(gt, proposals, HAND_SPLIT, max_dets=[1], engine=engine)
+        oln = evaluate_proposals(
+            gt, proposals, HAND_SPLIT, protocol="oln", max_dets=[1], engine=engine
+        )
+        assert oln["AR@1"] is None and strict["AR@1"] is None
+        assert oln["num_gt"] == strict["num_gt"] == 0
+
+
+def test_categories_on_neither_side_are_left_out_of_both_protocols():
+    split = SplitSpec("sides", base=(1,), novel=(2,))
+    other = [10.0, 10.0, 50.0, 45.0]  # IoU 0.9 with BASE_BOX
+    gt = one_image([(1, BASE_BOX, 0), (2, NOVEL_BOX, 0), (3, other, 0)])
+    gt["categories"].append({"id": 3, "name": "neither"})
+    on_other = proposal(other, 0.9)
+    found = proposal(NOVEL_BOX, 0.8)
+    # The category-3 box is as if unannotated. strict: the proposal on it recalls nothing and
+    # uses the first slot. oln: it is matched to the base box (IoU 0.9), so it is removed (as
+    # a regular object, the category-3 box would have kept it in the budget).
+    expected = {"strict": (0.0, 1.0), "oln": (1.0, 1.0)}
+    for protocol in ("strict", "oln"):
+        for engine in ("owp", "pycocotools"):
+            result = evaluate_proposals(
+                gt, [on_other, found], split, protocol=protocol, max_dets=[1, 2], engine=engine
+            )
+            assert (result["AR@1"], result["AR@2"]) == expected[protocol], (protocol, engine)
+            assert result["num_gt"] == 1
+
+
+def test_oln_pool_must_be_a_positive_integer():
+    gt = one_image([(2, NOVEL_BOX, 0)])
+    for bad in (0, -5, 1.5, True):
+        with pytest.raises(OwpInputError, match="pool must be a positive integer"):
+            evaluate_proposals(gt, [], HAND_SPLIT, protocol="oln", oln_pool=bad)
+
+
+def test_oln_refuses_the_faster_coco_eval_engine():
+    gt = one_image([(2, NOVEL_BOX, 0)])
+    with pytest.raises(OwpInputError, match="owp or pycocotools"):
+        evaluate_proposals(gt, [], HAND_SPLIT, protocol="oln", engine="faster-coco-eval")
 
 
 def test_oln_removal_is_one_to_one_for_regular_base_boxes():

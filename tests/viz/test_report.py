@@ -102,7 +102,8 @@ def test_each_run_section_holds_both_protocols_plots_and_its_gallery(study, stud
         for protocol in ("strict", "oln"):
             ar = evaluate_proposals(run.coco, run.proposals, run.split, protocol=protocol)
             table = re.search(rf'<table id="run-{name}-metrics">(.*?)</table>', page).group(1)
-            row = re.search(rf"<tr><td>{protocol}</td>(.*?)</tr>", table).group(1)
+            label = re.escape(ar["protocol_label"])  # strict, oln (pool 1500)
+            row = re.search(rf"<tr><td>{label}</td>(.*?)</tr>", table).group(1)
             assert f"<td>{format_value(ar['AR@100'])}</td>" in row
         assert f'id="run-{name}-gallery"' in page
     # Per run: k, IoU, histograms, per category, training; for the study: k and IoU.

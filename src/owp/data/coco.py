@@ -13,6 +13,7 @@ LVIS); see :func:`image_file` and :func:`image_path`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -22,13 +23,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
+import msgspec
+import numpy as np
+
 from owp.checks import is_finite_number, is_int
 from owp.errors import OwpInputError
 
 log = logging.getLogger(__name__)
 
-COCO_IMAGE_FOLDER = re.compile(r"[a-z]+20\d\d")
-"""COCO's image folder names: ``train2017``, ``val2017``, ``test2017``, ``val2014``, ..."""
+COCO_IMAGE_FOLDER = re.compile(r"(train|val|test|unlabeled)20\d\d")
+"""COCO's image folder names: ``train2017``, ``val2017``, ``test2017``, ``unlabeled2017``,
+``val2014``, ... Any other folder (``coco``, ``coco2017``, ``mscoco2014``) is a COCO root."""
 
 FOLDER_PROBES = 20
 """How many listed images :func:`find_image_folder` looks for in each candidate folder."""
@@ -58,7 +63,12 @@ class BoxRepairs:
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """Load a JSON file, turning a missing file or a syntax error into one clear line."""
+    """Load a JSON file, turning a missing file or a syntax error into one clear line.
+
+    Parsed with ``msgspec`` (faster than the standard library), falling back to :mod:`json`
+    for what msgspec refuses, so that both the values read and the error messages are the
+    standard library's.
+    """
     path = Path(path)
     if path.is_dir():
         article = "an" if what[:1] in ("a", "e", "i", "o", "u") else "a"
@@ -66,8 +76,13 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     if not path.is_file():
         raise OwpInputError(f"{what} not found", path=path)
     try:
-        with path.open("rb") as f:
-            return json.load(f)
+        raw = path.read_bytes()
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            # What msgspec refuses but json reads (NaN, integers beyond 64 bits) is read, and a
+            # real syntax error is reported, exactly as the standard library does.
+            return json.loads(raw)
     except json.JSONDecodeError as err:
         raise OwpInputError(
             f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}", path=path
@@ -108,9 +123,138 @@ def load_instances(path: str | Path) -> tuple[dict[str, Any], BoxRepairs]:
         if not isinstance(cat.get("name"), str):
             raise OwpInputError(f"category {cat['id']} has no 'name'", path=path)
     annotations, repairs = _clean_annotations(data["annotations"], images, categories, path)
+    _warn(repairs, path)
+    return {**data, "annotations": annotations}, repairs
+
+
+@dataclass(frozen=True)
+class BoxColumns:
+    """The cleaned annotations of an instances file as numpy columns, ``M`` rows in file order
+    (exactly the annotations, boxes and flags :func:`load_instances` gives)."""
+
+    image_ids: np.ndarray  # int64 [M]
+    category_ids: np.ndarray  # int64 [M]
+    boxes: np.ndarray  # float64 [M, 4] as [x, y, w, h]
+    iscrowd: np.ndarray  # int64 [M]
+
+    @classmethod
+    def of(cls, annotations: list[dict[str, Any]]) -> BoxColumns:
+        """The columns of cleaned annotation dicts."""
+        n = len(annotations)
+        return cls(
+            np.fromiter((a["image_id"] for a in annotations), np.int64, n),
+            np.fromiter((a["category_id"] for a in annotations), np.int64, n),
+            np.array([a["bbox"] for a in annotations], np.float64).reshape(n, 4),
+            np.fromiter((a["iscrowd"] for a in annotations), np.int64, n),
+        )
+
+
+def load_box_columns(path: str | Path) -> tuple[dict[str, Any], BoxColumns]:
+    """What training reads of an instances file: ``{"images", "categories"}`` (validated
+    dicts) and the annotations as :class:`BoxColumns`, equal to :func:`load_instances`'s.
+
+    Segmentations, most of a COCO or LVIS file, are skipped by the parser (``msgspec`` with a
+    typed schema) without becoming Python objects, and the annotations are checked and their
+    boxes repaired with numpy: a COCO-train-sized file reads several times faster than through
+    dicts, in a fraction of the memory. A file this typed reading refuses, or whose checks find
+    anything but box repairs to make, goes through :func:`load_instances`, which reads what
+    the typed schema is too strict for (``"iscrowd": true``) and words every error.
+    """
+    path = Path(path)
+    try:
+        data = msgspec.json.decode(path.read_bytes(), type=_TypedInstances)
+    except (OSError, msgspec.DecodeError):
+        data = None
+    if data is not None and isinstance(data.images, list) and isinstance(data.categories, list):
+        coco = {"images": data.images, "categories": data.categories}
+        images = _index(data.images, "images", path)
+        for img in images.values():
+            _check_image_entry(img, path)
+        categories = _index(data.categories, "categories", path)
+        for cat in categories.values():
+            if not isinstance(cat.get("name"), str):
+                raise OwpInputError(f"category {cat['id']} has no 'name'", path=path)
+        try:
+            cleaned = _clean_columns(data.annotations, images, categories)
+        except OverflowError:  # a number beyond 64 bits
+            cleaned = None
+        if cleaned is not None:
+            columns, repairs = cleaned
+            _warn(repairs, path)
+            return coco, columns
+    coco = read_coco_json(path)
+    return {"images": coco["images"], "categories": coco["categories"]}, BoxColumns.of(
+        coco["annotations"]
+    )
+
+
+class _TypedAnnotation(msgspec.Struct, gc=False):
+    # What a training target reads; a missing id or a null one is assigned, a missing crowd
+    # flag is 0, a missing area is computed (NaN here), as _clean_annotations reads them.
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    id: int | None = None
+    iscrowd: int | None = 0
+    area: float = float("nan")
+
+
+class _TypedInstances(msgspec.Struct):
+    images: Any
+    annotations: list[_TypedAnnotation]
+    categories: Any
+
+
+def _clean_columns(
+    annotations: list[_TypedAnnotation], images: dict[int, dict], categories: dict[int, dict]
+) -> tuple[BoxColumns, BoxRepairs] | None:
+    """:func:`_clean_annotations` on typed annotations, with numpy; ``None`` where that would
+    raise (it then says why)."""
+    n = len(annotations)
+    ids = np.fromiter((a.id for a in annotations if a.id is not None), np.int64)
+    image_ids = np.fromiter((a.image_id for a in annotations), np.int64, n)
+    category_ids = np.fromiter((a.category_id for a in annotations), np.int64, n)
+    boxes = np.fromiter(
+        itertools.chain.from_iterable(a.bbox for a in annotations), np.float64, 4 * n
+    ).reshape(n, 4)
+    iscrowd = np.fromiter((a.iscrowd or 0 for a in annotations), np.int64, n)
+    area = np.fromiter((a.area for a in annotations), np.float64, n)
+    known_images = np.fromiter(images, np.int64, len(images))
+    known_categories = np.fromiter(categories, np.int64, len(categories))
+    if (
+        not np.isin(image_ids, known_images).all()
+        or not np.isin(category_ids, known_categories).all()
+        or not np.isfinite(boxes).all()
+        or len(np.unique(ids)) != len(ids)
+    ):
+        return None
+    x, y, w, h = boxes.T
+    order = np.argsort(known_images)
+    at = order[np.searchsorted(known_images[order], image_ids)]
+    widths = np.fromiter((img["width"] for img in images.values()), np.float64)[at]
+    heights = np.fromiter((img["height"] for img in images.values()), np.float64)[at]
+    degenerate = (w <= 0) | (h <= 0)
+    x0, y0 = np.maximum(x, 0.0), np.maximum(y, 0.0)
+    x1, y1 = np.minimum(x + w, widths), np.minimum(y + h, heights)
+    outside = ~degenerate & ((x1 <= x0) | (y1 <= y0))
+    keep = ~degenerate & ~outside
+    if not (np.isnan(area[keep]) | (area[keep] >= 0)).all() or np.isinf(area[keep]).any():
+        return None
+    overshoot = np.max(np.stack([x0 - x, y0 - y, x + w - x1, y + h - y1]), axis=0)
+    clip = keep & (overshoot > 0)
+    boxes[clip] = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)[clip]
+    repairs = BoxRepairs(
+        degenerate=int(degenerate.sum()),
+        outside=int(outside.sum()),
+        clipped=int((clip & (overshoot > CLIP_TOLERANCE)).sum()),
+    )
+    columns = BoxColumns(image_ids[keep], category_ids[keep], boxes[keep], iscrowd[keep])
+    return columns, repairs
+
+
+def _warn(repairs: BoxRepairs, path: str | Path) -> None:
     if repairs.describe():
         log.warning("%s: %s", path, repairs.describe())
-    return {**data, "annotations": annotations}, repairs
 
 
 def find_annotation_file(path: str | Path, part: str = "val") -> Path:

@@ -6,16 +6,18 @@ evaluating annotation files never imports torch.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from owp.data.coco import check_image_files, image_path, read_coco_json
+from owp.data.coco import check_image_files, image_path, load_box_columns
 from owp.data.images import read_image_tensor
+from owp.data.records import build_records, release_freed_memory
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
 
@@ -46,6 +48,9 @@ class CocoDetection(Dataset):
     Images are read from :func:`~owp.data.coco.image_path`: ``images_dir/file_name``, or for
     LVIS files (``coco_url``, no ``file_name``) ``images_dir/<train2017|val2017>/<name>`` with
     ``images_dir`` the COCO root.
+
+    The annotation file is read once into a compact index (:mod:`owp.data.records`,
+    ``self.records``): only what a target needs, in one numpy buffer that forked workers share.
     """
 
     def __init__(
@@ -63,31 +68,32 @@ class CocoDetection(Dataset):
         self.ann_file = Path(ann_file)
         if not self.images_dir.is_dir():
             raise OwpInputError("images folder not found", path=self.images_dir)
-        coco = read_coco_json(self.ann_file)
+        coco, annotations = load_box_columns(self.ann_file)
         check_image_files(coco, self.ann_file)
         self.split = resolve_split(split, coco["categories"], self.ann_file)
         self.transforms = transforms
-        per_image: dict[int, list[dict]] = defaultdict(list)
-        for ann in coco["annotations"]:
-            if self.split.is_base(ann["category_id"]):
-                per_image[ann["image_id"]].append(ann)
-        self.pseudo_boxes = dict(pseudo_boxes or {})
-        keep_empty = (not training) if keep_empty is None else keep_empty
-        self.images = [
-            img
-            for img in coco["images"]
-            if keep_empty
-            or any(not a["iscrowd"] for a in per_image[img["id"]])
-            or self.pseudo_boxes.get(img["id"])
-        ]
-        self.annotations = {img["id"]: per_image[img["id"]] for img in self.images}
         self.categories = coco["categories"]
+        self.records = build_records(
+            coco["images"],
+            annotations,
+            self.split.base_ids,
+            keep_empty=(not training) if keep_empty is None else keep_empty,
+            pseudo_boxes=pseudo_boxes,
+        )
+        del coco, annotations
+        release_freed_memory()
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.records)
+
+    @property
+    def images(self) -> Sequence[dict[str, Any]]:
+        """The items' images as small COCO entries (``id``, ``width``, ``height``,
+        ``file_name`` or ``coco_url``), built on access."""
+        return self.records.images
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
-        info = self.images[index]
+        info = self.records.info(index)
         path = image_path(self.images_dir, info)
         image = read_image_tensor(path)
         height, width = image.shape[-2:]
@@ -104,32 +110,37 @@ class CocoDetection(Dataset):
 
     def target_of(self, index: int) -> Target:
         """The target of item ``index`` without decoding its image."""
-        info = self.images[index]
-        anns = self.annotations[info["id"]]
-        pseudo = self.pseudo_boxes.get(info["id"], [])
-        boxes = torch.tensor(
-            [_xywh_to_xyxy(a["bbox"]) for a in anns] + [_xywh_to_xyxy(b) for b in pseudo],
-            dtype=torch.float32,
-        )
-        iscrowd = torch.tensor(
-            [int(a["iscrowd"]) for a in anns] + [0] * len(pseudo), dtype=torch.int64
-        )
-        labels = [self.split.label_of(a["category_id"]) for a in anns] + [-1] * len(pseudo)
+        records = self.records
+        rows = records.rows(index)
+        xywh = records.boxes[rows]
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        iscrowd = torch.from_numpy(records.iscrowd[rows].copy())
         return {
-            "boxes": boxes.reshape(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.int64),
+            "boxes": torch.from_numpy(boxes.astype(np.float32)),
+            "labels": torch.from_numpy(records.labels[rows].copy()),
             "iscrowd": iscrowd,
             "ignore": iscrowd.bool(),
-            "pseudo": torch.tensor([False] * len(anns) + [True] * len(pseudo), dtype=torch.bool),
-            "image_id": int(info["id"]),
-            "orig_size": torch.tensor([info["height"], info["width"]], dtype=torch.int64),
+            "pseudo": torch.from_numpy(records.pseudo[rows].copy()),
+            "image_id": int(records.image_ids[index]),
+            "orig_size": torch.tensor(
+                [int(records.heights[index]), int(records.widths[index])], dtype=torch.int64
+            ),
         }
+
+    def subset(self, indices: Sequence[int]) -> CocoDetection:
+        """The items ``indices`` of this dataset, in that order, as a dataset of their own
+        (the same split, transforms and images folder; e.g. one rank's share of the images)."""
+        view = copy.copy(self)
+        view.records = self.records.select(indices)
+        return view
+
+    def annotated_boxes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The annotated (not pseudo) boxes of item ``index``: ``[N, 4]`` float64
+        ``[x, y, w, h]`` as in the file, and their bool crowd flags ``[N]``."""
+        rows = self.records.rows(index)
+        own = ~self.records.pseudo[rows]
+        return self.records.boxes[rows][own], self.records.iscrowd[rows][own] != 0
 
     def aspect_ratios(self) -> list[float]:
         """Width / height of every item, from the annotations (for aspect-ratio batching)."""
-        return [img["width"] / img["height"] for img in self.images]
-
-
-def _xywh_to_xyxy(bbox: list[float]) -> list[float]:
-    x, y, w, h = bbox
-    return [x, y, x + w, y + h]
+        return (self.records.widths / self.records.heights).tolist()

@@ -38,10 +38,16 @@ def default_synthetic_dataset(progress: bool = True) -> Path:
     return folder
 
 
+def locate_annotations(dataset: str | Path, part: str) -> Path:
+    """The instances JSON of ``part`` (``train`` / ``val``) of ``dataset``: a file, a dataset
+    folder (:func:`~owp.data.coco.find_annotation_file`) or ``synthetic``."""
+    folder = default_synthetic_dataset() if str(dataset) == SYNTHETIC else Path(dataset)
+    return find_annotation_file(folder, part)
+
+
 def locate(dataset: str | Path, part: str, images: str | Path | None = None) -> tuple[Path, Path]:
     """``(instances JSON, images folder)`` of ``part`` (``train`` / ``val``) of ``dataset``."""
-    folder = default_synthetic_dataset() if str(dataset) == SYNTHETIC else Path(dataset)
-    ann_file = find_annotation_file(folder, part)
+    ann_file = locate_annotations(dataset, part)
     if images is not None:
         return ann_file, Path(images)
     return ann_file, find_image_folder(ann_file, read_coco_json(ann_file))
@@ -75,22 +81,37 @@ def run_data(run: str | Path, saved: Mapping[str, Any] | None = None) -> DataCon
     return config_from_dict({"data": dict(saved)}, "checkpoint config").data
 
 
-def run_images(run: str | Path, saved: Mapping[str, Any] | None = None) -> list[Path]:
-    """The files of a run's val images (``data.val`` / ``data.val_images``, see
-    :func:`run_data`), in the order of its annotation file."""
-    own = run_data(run, saved)
-    ann_file, images = locate(own.val, "val", own.val_images)
+def dataset_images(
+    data: str | Path, part: str = "val", images: str | Path | None = None
+) -> tuple[list[Path], list[int]]:
+    """The image files of a dataset (folder, instances JSON or ``synthetic``) and their image
+    ids, in the order of its annotation file."""
+    ann_file, images = locate(data, part, images)
     coco = read_coco_json(ann_file)
     check_image_files(coco, ann_file)
-    return [image_path(images, info) for info in coco["images"]]
+    return [image_path(images, info) for info in coco["images"]], [
+        int(info["id"]) for info in coco["images"]
+    ]
 
 
-def run_class_names(run: str | Path, saved: Mapping[str, Any] | None = None) -> list[str]:
-    """The names of a run's trained (base) classes, in label order: its split resolved against
-    the categories of its val annotation file."""
+def run_images(
+    run: str | Path, saved: Mapping[str, Any] | None = None
+) -> tuple[list[Path], list[int]]:
+    """The files and image ids of a run's val images (``data.val`` / ``data.val_images``, see
+    :func:`run_data`), in the order of its annotation file."""
+    own = run_data(run, saved)
+    return dataset_images(own.val, "val", own.val_images)
+
+
+def run_classes(
+    run: str | Path, saved: Mapping[str, Any] | None = None
+) -> tuple[list[int], list[str]]:
+    """A run's trained (base) classes in label order, ``(category ids, names)``: its split
+    resolved against the categories of its val annotation file (for checkpoints that do not
+    keep them)."""
     own = run_data(run, saved)
     folder = default_synthetic_dataset() if str(own.val) == SYNTHETIC else Path(own.val)
     ann_file = find_annotation_file(folder, "val")
     coco = read_coco_json(ann_file)
     split = resolve_split(locate_split(own.split, own.val), coco["categories"], ann_file)
-    return list(split.base_names)
+    return list(split.base_ids), list(split.base_names)

@@ -41,6 +41,13 @@ COCO_VOC_BASE_IDS: tuple[int, ...] = (
 )  # fmt: skip
 """The 20 PASCAL VOC classes as COCO category ids (base of the ``coco-voc`` split)."""
 
+COCO_VOC_BASE_NAMES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "boat", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "bottle", "chair", "couch", "potted plant", "dining table",
+    "tv",
+)  # fmt: skip
+"""COCO's names of :data:`COCO_VOC_BASE_IDS`, in the same order."""
+
 BUILTIN_SPLITS: tuple[str, ...] = ("coco-voc", "lvis-v1", "all")
 
 ClassRef = int | str
@@ -124,8 +131,16 @@ class SplitSpec:
         names = {int(c["id"]): str(c["name"]) for c in categories}
         if not names:
             raise OwpInputError("has no categories to split", path=dataset)
-        base = None if self.base is None else self._lookup(self.base, names, dataset)
-        novel = None if self.novel is None else self._lookup(self.novel, names, dataset)
+        warnings: list[str] = []
+        family = _same_family(self, categories)
+        base = (
+            None if self.base is None else self._lookup(self.base, names, dataset, family, warnings)
+        )
+        novel = (
+            None
+            if self.novel is None
+            else self._lookup(self.novel, names, dataset, family, warnings)
+        )
         if base is None and novel is None:
             raise OwpInputError(
                 f"split {self.name!r} ({self.source}) names neither base nor novel classes"
@@ -140,9 +155,23 @@ class SplitSpec:
             raise OwpInputError(
                 f"split {self.name!r} ({self.source}) puts classes on both sides: {listed}"
             )
+        if self.name == "coco-voc" and self.source == "built-in":
+            _check_coco_names(names, dataset)
+        for warning in warnings:  # only once the split is known to be usable
+            log.warning("%s", warning)
         return ClassSplit(self.name, tuple(sorted(base)), tuple(sorted(novel)), names)
 
-    def _lookup(self, refs: Iterable[ClassRef], names: Mapping[int, str], dataset) -> set[int]:
+    def _lookup(
+        self,
+        refs: Iterable[ClassRef],
+        names: Mapping[int, str],
+        dataset,
+        family: bool,
+        warnings: list[str],
+    ) -> set[int]:
+        """The dataset ids of ``refs``; a built-in split finding fewer than half of its ids in
+        data of another family (``family`` False: not LVIS for ``lvis-v1``, not COCO's names
+        for ``coco-voc``) is refused, since the ids it does find mean other classes."""
         by_name = {name: cid for cid, name in names.items()}
         refs = list(refs)
         ids, missing_ids, missing_names = set(), [], []
@@ -165,18 +194,69 @@ class SplitSpec:
                 f"dataset: {_shown(missing_ids)} (none of the {len(refs)} listed is present)",
                 path=dataset,
             )
+        if self.source == "built-in" and not family and 2 * len(missing_ids) > len(refs):
+            raise OwpInputError(
+                f"split {self.name!r} (built-in) finds only {len(ids)} of its {len(refs)} "
+                f"category ids in the dataset; {_looks_like(names)}",
+                path=dataset,
+            )
         if missing_ids:
-            log.warning(
-                "%s: split %r (%s): %d of its %d listed category ids are not in the dataset and "
-                "are left out: %s",
-                dataset,
-                self.name,
-                self.source,
-                len(missing_ids),
-                len(refs),
-                _shown(missing_ids),
+            warnings.append(
+                f"{dataset}: split {self.name!r} ({self.source}): {len(missing_ids)} of its "
+                f"{len(refs)} listed category ids are not in the dataset and are left out: "
+                f"{_shown(missing_ids)}"
             )
         return ids
+
+
+def _same_family(spec: SplitSpec, categories: Sequence[Mapping]) -> bool:
+    """Whether ``categories`` belong to the dataset family a built-in split was made for:
+    LVIS's (categories carry ``synset``) for ``lvis-v1``, COCO's (the VOC ids it has carry
+    COCO's names) for ``coco-voc``. Pruned category lists of that family stay usable."""
+    if spec.source != "built-in":
+        return True
+    if spec.name == "lvis-v1":
+        return any("synset" in c for c in categories)
+    if spec.name == "coco-voc":
+        names = {int(c["id"]): str(c["name"]) for c in categories}
+        present = [(i, n) for i, n in zip(COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES, strict=True)
+                   if i in names]  # fmt: skip
+        return bool(present) and 2 * sum(_same_name(names[i], n) for i, n in present) > len(present)
+    return True
+
+
+def _same_name(a: str, b: str) -> bool:
+    return a.lower().replace("_", " ") == b.lower().replace("_", " ")
+
+
+def _looks_like(names: Mapping[int, str]) -> str:
+    """What a dataset's categories look like, as advice on the split to use."""
+    if len(names) > 1000:
+        return "the data looks like LVIS: use --split lvis-v1"
+    coco = sum(
+        _same_name(names.get(i, ""), n)
+        for i, n in zip(COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES, strict=True)
+    )
+    if 2 * coco > len(COCO_VOC_BASE_IDS):
+        return "the data looks like COCO: use --split coco-voc"
+    return "the data is neither COCO nor LVIS: write a split file listing its base classes"
+
+
+def _check_coco_names(names: Mapping[int, str], dataset) -> None:
+    """Refuse ``coco-voc`` on data whose category ids are not COCO's (e.g. LVIS, whose id 1 is
+    not person): most VOC ids must carry COCO's names."""
+    present = [
+        (i, n) for i, n in zip(COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES, strict=True) if i in names
+    ]
+    wrong = [(i, n) for i, n in present if not _same_name(names[i], n)]
+    if 2 * len(wrong) > len(present):
+        i, n = wrong[0]
+        raise OwpInputError(
+            f"split 'coco-voc' (built-in) takes COCO's category ids, but {len(wrong)} of its "
+            f"{len(present)} ids name other classes here (id {i} is {names[i]!r}, not {n!r}); "
+            f"{_looks_like(names)}",
+            path=dataset,
+        )
 
 
 def _shown(items: Sequence[str]) -> str:

@@ -73,6 +73,14 @@ def capture_rng_states() -> dict[str, Any]:
     }
 
 
+def seed_rng_states(seed: int) -> None:
+    """Seed the Python, NumPy and torch (CPU and CUDA) generators: a fresh run starts from the
+    same states in every process, so that the states its checkpoints save are reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def restore_rng_states(rng: dict[str, Any]) -> None:
     """Set the Python, NumPy, torch and CUDA generators to states saved in a checkpoint.
 
@@ -102,6 +110,17 @@ def _bare_model(model: nn.Module) -> nn.Module:
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         return model.module
     return model
+
+
+def model_classes(model: nn.Module) -> dict[str, list]:
+    """A classifying model's ``category_ids`` (the dataset category id of each label) and
+    ``class_names``, as checkpoints keep them in ``extra``; ``{}`` for a proposer."""
+    bare = _bare_model(model)
+    ids = getattr(bare, "category_ids", None)
+    if ids is None:
+        return {}
+    names = getattr(bare, "class_names", None)
+    return {"category_ids": [int(i) for i in ids], "class_names": list(names or [])}
 
 
 def save_checkpoint(

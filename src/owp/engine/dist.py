@@ -121,6 +121,16 @@ def all_gather_object(obj: T) -> list[T]:
     return gathered
 
 
+def gather_object(obj: T, dst: int = 0) -> list[T] | None:
+    """Every process's ``obj`` in rank order on rank ``dst``, ``None`` on the others;
+    ``[obj]`` when single."""
+    if not is_distributed():
+        return [obj]
+    gathered: list | None = [None] * get_world_size() if get_rank() == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
+    return gathered
+
+
 def cleanup() -> None:
     """Leave and destroy the default process group, if one is initialised."""
     if is_distributed():

@@ -17,12 +17,14 @@ from tqdm import tqdm
 
 from owp.data.coco import CocoDetection, image_path, is_federated, read_coco_json
 from owp.data.images import read_rgb
+from owp.data.splits import ClassSplit
+from owp.engine import dist
 from owp.engine.batching import inference_batches, input_shape_of, to_device
 from owp.engine.precision import autocast
 from owp.errors import OwpInputError
 from owp.evaluation.detection import DETECTION_MAX_DETS, evaluate_detections
 from owp.evaluation.lvis import LVIS_MAX_DETS
-from owp.evaluation.proposals import DEFAULT_MAX_DETS, evaluate_proposals
+from owp.evaluation.proposals import DEFAULT_MAX_DETS, DEFAULT_OLN_POOL, evaluate_proposals
 from owp.evaluation.results import read_results
 from owp.files import write_json
 from owp.models.baselines import (
@@ -117,6 +119,7 @@ def predict_dataset(
     num_workers: int = 2,
     precision: str = "none",
     progress: bool = False,
+    shard: bool = False,
 ) -> Results:
     """Run ``model`` (eval mode, no grad) over every image of ``dataset``; COCO results.
 
@@ -124,7 +127,9 @@ def predict_dataset(
     (:func:`owp.engine.batching.inference_batches`), so the results, given in dataset order,
     do not depend on the batch size. ``precision``: autocast ``none`` (fp32), ``bf16`` or
     ``fp16``. On CUDA, batches are read into pinned memory and copied without blocking.
-    Contiguous labels of a classifying model become the split's dataset category ids.
+    A classifying model's labels become dataset category ids through the model's own
+    ``category_ids`` (:func:`model_category_ids`), never through the dataset's split.
+    ``shard``: see :func:`predict_dataset_per_config`.
     """
     return predict_dataset_per_config(
         model,
@@ -134,6 +139,7 @@ def predict_dataset(
         num_workers=num_workers,
         precision=precision,
         progress=progress,
+        shard=shard,
     )[0]
 
 
@@ -146,21 +152,38 @@ def predict_dataset_per_config(
     num_workers: int = 2,
     precision: str = "none",
     progress: bool = False,
-) -> list[Results]:
+    shard: bool = False,
+) -> list[Results] | None:
     """:func:`predict_dataset` under each postprocess config (scoring, top-k, thresholds) in
     one pass over the data: one list of COCO results per config.
 
     The model's ``detect_per_config`` runs the backbone (for FCOS-OWP the whole network) once
     per batch and postprocesses its outputs with each config, so comparing scorings, or
     proposals with detections, costs one forward pass, not one per config.
+
+    ``shard`` inside a process group (every rank calls this): rank ``r`` of ``w`` predicts
+    images ``r, r + w, ...`` and rank 0 gathers every image's results, in dataset order; the
+    other ranks return ``None``. The results equal one process's: exactly at ``batch_size=1``,
+    else up to the float rounding that batching itself brings (a batch's composition changes
+    the kernels' summation order). Without a group it changes nothing.
     """
     if batch_size < 1:
         raise OwpInputError(f"the batch size must be a positive integer, got {batch_size}")
     device = next(model.parameters()).device
-    sizes = [(int(info["height"]), int(info["width"])) for info in dataset.images]
+    records = dataset.records
+    mine = (
+        range(dist.get_rank(), len(dataset), dist.get_world_size())
+        if shard
+        else range(len(dataset))
+    )
+    sizes = [(int(records.heights[i]), int(records.widths[i])) for i in mine]
+    batches = [
+        [mine[j] for j in batch]
+        for batch in inference_batches(sizes, batch_size, input_shape_of(model))
+    ]
     loader = DataLoader(
         UnreadableAsMessage(dataset),
-        batch_sampler=inference_batches(sizes, batch_size, input_shape_of(model)),
+        batch_sampler=batches,
         num_workers=num_workers,
         collate_fn=_lists_and_unreadable,
         pin_memory=device.type == "cuda",
@@ -168,7 +191,7 @@ def predict_dataset_per_config(
     was_training = model.training
     model.eval()
     per_image: list[dict[int, Results]] = [{} for _ in configs]
-    base_ids = torch.tensor(dataset.split.base_ids, dtype=torch.int64)
+    label_ids: torch.Tensor | None = None  # read when the first labels appear
     with torch.inference_mode(), autocast(device, precision):
         for images, targets, unreadable in tqdm(
             loader, desc="predicting", unit="batch", disable=not progress
@@ -179,13 +202,56 @@ def predict_dataset_per_config(
             for results, outputs in zip(per_image, per_config, strict=True):
                 for output, target in zip(outputs, targets, strict=True):
                     if "labels" in output:
-                        ids = base_ids.to(output["labels"].device)
+                        if label_ids is None:
+                            label_ids = torch.tensor(model_category_ids(model))
+                        ids = label_ids.to(output["labels"].device)
                         output = {**output, "labels": ids[output["labels"]]}
                     image_id = int(target["image_id"])
                     results[image_id] = to_coco_results(image_id, output)
     model.train(was_training)
-    order = [int(info["id"]) for info in dataset.images]
+    if shard:
+        gathered = dist.gather_object(per_image)
+        if gathered is None:
+            return None
+        per_image = [
+            {k: v for ranks in shares for k, v in ranks.items()}
+            for shares in zip(*gathered, strict=True)
+        ]
+    order = records.image_ids.tolist()
     return [[r for image_id in order for r in results[image_id]] for results in per_image]
+
+
+def model_category_ids(model: Any) -> list[int]:
+    """The dataset category id of each label of a classifying ``model`` (its ``category_ids``:
+    saved with owp's checkpoints, COCO ids for torchvision sources), or an
+    :class:`OwpInputError` when it has none: a label index means nothing outside its model."""
+    ids = getattr(model, "category_ids", None)
+    if ids is None:
+        raise OwpInputError(
+            "the model's labels have no dataset category ids: set model.category_ids (label i "
+            "-> category id) or load it from an owp run or a torchvision: source"
+        )
+    return [int(i) for i in ids]
+
+
+def check_model_classes(model: Any, categories: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse, in one line naming both class lists, a classifying ``model`` whose classes are
+    not the dataset's: each of its category ids that the dataset has must carry the same name
+    (case and ``_``/space aside) there. Models without names are not checked."""
+    names = getattr(model, "class_names", None)
+    if not names:
+        return
+    ids = model_category_ids(model)
+    theirs = {int(c["id"]): str(c.get("name", "")) for c in categories}
+    ours = {i: str(n) for i, n in zip(ids, names, strict=True) if i in theirs}
+    same = lambda a, b: a.lower().replace("_", " ") == b.lower().replace("_", " ")  # noqa: E731
+    if ours and all(same(n, theirs[i]) for i, n in ours.items()):
+        return
+    pairs = lambda table: ", ".join(f"{i} {table[i]}" for i in sorted(ours)[:6])  # noqa: E731
+    raise OwpInputError(
+        f"the model's classes are not this dataset's: model {pairs(ours) or ', '.join(names[:6])}"
+        f" ...; dataset {pairs(theirs) if ours else ', '.join(sorted(theirs.values())[:6])} ..."
+    )
 
 
 def _detect_per_config(model: nn.Module, images: list[torch.Tensor], configs: list) -> list:
@@ -211,6 +277,7 @@ def evaluate_model(
     split: str | Path,
     *,
     protocol: str = "strict",
+    oln_pool: int = DEFAULT_OLN_POOL,
     max_dets: Sequence[int] = DEFAULT_MAX_DETS,
     batch_size: int = 8,
     proposal_scoring: str | None = None,
@@ -220,8 +287,12 @@ def evaluate_model(
     progress: bool = False,
     reuse: bool = False,
     precision: str = "none",
+    shard: bool = False,
 ) -> dict[str, Any]:
     """Novel-class AR@k of ``model``'s proposals, and base AP when it classifies.
+
+    A split without novel classes (``all``: a model trained on every class) has its AR
+    measured over every class instead.
 
     Proposals are ranked by ``proposal_scoring`` (default: the model's ``scoring``) and the
     model keeps ``max(max_dets)`` per image. A classifying model is also run with
@@ -233,13 +304,19 @@ def evaluate_model(
     ``"<scoring>/<metric>"`` (``"centerness/AR@100"``).
 
     With ``out_dir``, ``proposals.json`` (``proposals.<scoring>.json`` per extra scoring, and
-    ``detections.json``), ``metrics.json`` and ``predictions.json`` (what the predictions were
+    ``detections.json``), the metrics (:func:`metrics_file_name`: ``metrics.json`` for the
+    strict protocol, ``metrics.oln-pool<N>.json`` for oln, so that neither overwrites the
+    other) and ``predictions.json`` (what the predictions were
     made from: a digest of the weights, the model and postprocess settings, the annotation
     file and images folder) are written there. With ``reuse``, predictions saved in
     ``out_dir`` whose ``predictions.json`` entry matches are evaluated again instead of
     predicted again (``metrics["reused"]`` names them). ``batch_size`` images go through the
     model at a time (the results do not depend on it) under autocast ``precision`` (``none``
     = fp32, ``bf16``, ``fp16``).
+
+    ``shard`` inside a process group (every rank calls this): each rank predicts its share of
+    the images and rank 0 gathers, evaluates and writes (:func:`predict_dataset_per_config`);
+    the metrics equal one process's. The other ranks return ``{}``.
     """
     dataset = CocoDetection(images_dir, ann_file, split, training=False)
     coco = read_coco_json(ann_file)
@@ -254,6 +331,7 @@ def evaluate_model(
             wanted[f"proposals.{extra}.json"] = (extra, top_n)
     classifying = model.config.num_classes is not None and bool(dataset.split.base_ids)
     if classifying:
+        check_model_classes(model, coco["categories"])
         class_scoring = detection_scoring or config.detection_scoring()
         budget = LVIS_MAX_DETS if is_federated(coco) else DETECTION_MAX_DETS[-1]
         wanted["detections.json"] = (class_scoring, budget)
@@ -271,15 +349,40 @@ def evaluate_model(
     outputs = {name: read_results(Path(out_dir) / name, image_ids) for name in reused}
     missing = [name for name in wanted if name not in reused]
     configs = [replace(config, scoring=wanted[n][0], post_nms_top_n=wanted[n][1]) for n in missing]
+    predicted: list[Results] | None = []
     if missing:
         predicted = predict_dataset_per_config(
-            model, dataset, configs, batch_size=batch_size, precision=precision, progress=progress
+            model,
+            dataset,
+            configs,
+            batch_size=batch_size,
+            precision=precision,
+            progress=progress,
+            shard=shard,
         )
-        outputs.update(zip(missing, predicted, strict=True))
+    if shard and not dist.is_main_process():
+        return {}  # rank 0 has every rank's predictions
+    outputs.update(zip(missing, predicted, strict=True))
+
+    recall_split = dataset.split
+    if not recall_split.novel_ids:
+        # Trained on every class (split "all", e.g. a practical proposer): nothing is novel,
+        # and the recall that tells how good its proposals are is over every object.
+        recall_split = ClassSplit(
+            f"{recall_split.name} (every class evaluated)",
+            (),
+            tuple(sorted(recall_split.names)),
+            recall_split.names,
+        )
 
     def novel_recall(name: str) -> dict[str, Any]:
         return evaluate_proposals(
-            coco, outputs[name], dataset.split, protocol=protocol, max_dets=max_dets
+            coco,
+            outputs[name],
+            recall_split,
+            protocol=protocol,
+            max_dets=max_dets,
+            oln_pool=oln_pool,
         )
 
     metrics = novel_recall("proposals.json")
@@ -290,7 +393,10 @@ def evaluate_model(
                 if key.startswith("AR"):
                     metrics[f"{extra}/{key}"] = value
     if classifying:
-        ap = evaluate_detections(coco, outputs["detections.json"], dataset.split)
+        # Classes of the model that the dataset lacks (torchvision's "N/A" slots) score nothing.
+        known = {int(c["id"]) for c in coco["categories"]}
+        labelled = [d for d in outputs["detections.json"] if d["category_id"] in known]
+        ap = evaluate_detections(coco, labelled, dataset.split)
         metrics.update({k: v for k, v in ap.items() if k.startswith("AP")})
         metrics["detection_scoring"] = class_scoring
     if reused:
@@ -299,8 +405,14 @@ def evaluate_model(
         for name in missing:
             write_json(Path(out_dir) / name, outputs[name], indent=None)
         write_json(Path(out_dir) / PREDICTIONS_FILE, keys)
-        write_json(Path(out_dir) / "metrics.json", metrics)
+        write_json(Path(out_dir) / metrics_file_name(protocol, oln_pool), metrics)
     return metrics
+
+
+def metrics_file_name(protocol: str, oln_pool: int = DEFAULT_OLN_POOL) -> str:
+    """Where an evaluation folder keeps one protocol's metrics: ``metrics.json`` (strict) or
+    ``metrics.oln-pool<N>.json``."""
+    return "metrics.json" if protocol == "strict" else f"metrics.{protocol}-pool{oln_pool}.json"
 
 
 def check_scoring(model: nn.Module, scoring: str) -> None:

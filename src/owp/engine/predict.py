@@ -146,6 +146,7 @@ def predict_images(
     output_format: str = "json",
     class_names: Sequence[str] | None = None,
     category_ids: Sequence[int] | None = None,
+    image_ids: Sequence[int] | None = None,
     precision: str = "none",
     progress: bool = False,
 ) -> PredictionReport:
@@ -166,7 +167,9 @@ def predict_images(
             names, paths and sizes, ``annotations`` — one per box, a valid COCO results list —
             and ``categories``).
         class_names: names of the model's labels (0-based), written instead of numbers.
-        category_ids: the COCO ``category_id`` of each label (default: label + 1).
+        category_ids: the dataset category id of each label (the model's ``category_ids``;
+            default: label + 1).
+        image_ids: the dataset image id of each path, written by ``coco`` (default: 1..N).
         precision: autocast ``none`` (fp32), ``bf16`` or ``fp16`` (PyTorch models).
         progress: show a progress bar (images/s).
 
@@ -222,7 +225,7 @@ def predict_images(
         report.files.append(
             write_json(
                 out_dir / COCO_FILE,
-                _coco_document(paths, names, by_index, class_names, category_ids, top_k),
+                _coco_document(paths, names, by_index, class_names, category_ids, image_ids, top_k),
                 indent=None,
             )
         )
@@ -231,11 +234,14 @@ def predict_images(
     return report
 
 
-def _coco_document(paths, names, by_index, class_names, category_ids, top_k) -> dict[str, Any]:
-    """The COCO layout of the predictions: ``images`` (input order, ids from 1), one
-    annotation per box (``category_id``: ``category_ids[label]``, by default label + 1; 1 =
-    "object" for class-agnostic proposals)."""
+def _coco_document(
+    paths, names, by_index, class_names, category_ids, image_ids, top_k
+) -> dict[str, Any]:
+    """The COCO layout of the predictions: ``images`` (input order, ``image_ids`` or ids from
+    1), one annotation per box (``category_id``: ``category_ids[label]``, by default label + 1;
+    1 = "object" for class-agnostic proposals). Its ``annotations`` are a COCO results list."""
     ids = list(category_ids) if category_ids is not None else None
+    numbers = list(image_ids) if image_ids is not None else list(range(1, len(paths) + 1))
     images, annotations = [], []
     classifies = any(labels is not None for _, labels, _ in by_index.values())
     seen: set[int] = set()
@@ -243,7 +249,7 @@ def _coco_document(paths, names, by_index, class_names, category_ids, top_k) -> 
         records, labels, (height, width) = by_index[index]
         images.append(
             {
-                "id": index + 1,
+                "id": numbers[index],
                 "file_name": path.name,
                 "path": str(path),
                 "output": names[index],
@@ -255,7 +261,7 @@ def _coco_document(paths, names, by_index, class_names, category_ids, top_k) -> 
             w, h = record["bbox"][2:]
             entry = {
                 "id": len(annotations) + 1,
-                "image_id": index + 1,
+                "image_id": numbers[index],
                 "category_id": 1 if labels is None else _category(labels[position], ids),
                 "bbox": record["bbox"],
                 "area": round(w * h, 2),
@@ -278,11 +284,49 @@ def _coco_document(paths, names, by_index, class_names, category_ids, top_k) -> 
     else:
         categories = [{"id": c, "name": str(c)} for c in sorted(seen)]
     return {
-        "info": {"description": "owp predict", "boxes_per_image": top_k},
+        "info": {
+            "description": "owp predict",
+            "boxes_per_image": top_k,
+            "image_ids": "dataset" if image_ids is not None else "numbered from 1",
+        },
         "images": images,
         "annotations": annotations,
         "categories": categories,
     }
+
+
+def ids_by_file_name(
+    paths: Sequence[Path],
+    known: Sequence[Path],
+    ids: Sequence[int],
+    dataset: str | Path,
+    *,
+    strict: bool,
+) -> list[int] | None:
+    """The dataset image id of each of ``paths``, matched by file name against the dataset's
+    image files ``known`` (ids ``ids``). A name the dataset lacks, or names it holds twice,
+    raise a one-line :class:`OwpInputError` (``strict``) or give ``None``."""
+    by_name: dict[str, int] = {}
+    repeated = set()
+    for path, image_id in zip(known, ids, strict=True):
+        if path.name in by_name:
+            repeated.add(path.name)
+        by_name[path.name] = image_id
+    missing = [p.name for p in paths if p.name not in by_name]
+    clash = [p.name for p in paths if p.name in repeated]
+    if not missing and not clash:
+        return [by_name[p.name] for p in paths]
+    if not strict:
+        return None
+    if clash:
+        raise OwpInputError(
+            f"holds {clash[0]} more than once: image ids cannot be matched by name", path=dataset
+        )
+    raise OwpInputError(
+        f"has no image named {missing[0]} ({len(missing)} of the {len(paths)} inputs are not "
+        "in it): predict its own images or name the dataset they belong to",
+        path=dataset,
+    )
 
 
 def _category(label: int, ids: list[int] | None) -> int | None:

@@ -20,7 +20,6 @@ size.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.ops import box_iou, nms
@@ -160,11 +160,12 @@ def mine_pseudo_labels(
     for result in results:
         proposals[result["image_id"]].append(result)
     chosen_here: dict[int, list[dict[str, Any]]] = {}
-    for image in shard.images:
+    for index, image in enumerate(shard.images):
         found = proposals.get(image["id"], [])
         if found:
+            annotated, crowd = shard.annotated_boxes(index)
             chosen_here[image["id"]] = image_pseudo_annotations(
-                image["id"], found, dataset.annotations[image["id"]], settings
+                image["id"], found, annotated, crowd, settings
             )
     chosen: dict[int, list[dict[str, Any]]] = {}
     for part in dist.all_gather_object(chosen_here):
@@ -182,38 +183,37 @@ def mine_pseudo_labels(
             "settings": asdict(settings),
             **(info or {}),
         },
-        "images": list(dataset.images),
+        "images": read_json(dataset.ann_file)["images"],
         "annotations": annotations,
         "categories": [dict(PSEUDO_CATEGORY)],
     }
 
 
 def _shard(dataset: CocoDetection) -> CocoDetection:
-    """This rank's images of ``dataset`` (every world-size-th one from its rank): a shallow
-    copy with a shorter ``images`` list; ``dataset`` itself in one process."""
+    """This rank's images of ``dataset`` (every world-size-th one from its rank);
+    ``dataset`` itself in one process."""
     world = dist.get_world_size()
     if world == 1:
         return dataset
-    shard = copy.copy(dataset)
-    shard.images = dataset.images[dist.get_rank() :: world]
-    return shard
+    return dataset.subset(range(dist.get_rank(), len(dataset), world))
 
 
 def image_pseudo_annotations(
     image_id: int,
     found: list[dict[str, Any]],
-    anns: list[dict[str, Any]],
+    annotated: np.ndarray,
+    crowd: np.ndarray,
     settings: PseudoLabelSettings,
 ) -> list[dict[str, Any]]:
     """The pseudo annotations (without ``id``) of one image from its proposals ``found``
-    (COCO results) and its annotations ``anns``."""
+    (COCO results) and its annotated boxes (``[N, 4]`` xywh, ``crowd`` ``[N]`` bool flags)."""
     boxes = _xyxy([p["bbox"] for p in found])
     scores = torch.tensor([p["score"] for p in found], dtype=torch.float64)
     chosen = select_pseudo_boxes(
         boxes,
         scores,
-        _xyxy([a["bbox"] for a in anns if not a["iscrowd"]]),
-        _xyxy([a["bbox"] for a in anns if a["iscrowd"]]),
+        _xyxy(annotated[~crowd].tolist()),
+        _xyxy(annotated[crowd].tolist()),
         settings,
     )
     annotations = []

@@ -7,9 +7,11 @@ gives its learning rate as a multiple of the base learning rate, or ``None`` to 
 (DESIGN.md §4). On FCOS-OWP ``classification`` is the classification tower and logits and
 ``localization`` the box tower with regression and objectness; on two-stage models
 localization is the RPN and the box-regression branches, classification the class scores
-(none for the class-agnostic RPN and OLN). Parameters already frozen by the model
-(``trainable_layers``) stay frozen. ``finetune`` and ``frozen`` start from an ``owp`` checkpoint
-(``train.init``); every recipe has a ``_fb`` twin with the backbone frozen.
+(none for the class-agnostic RPN and OLN). A fourth part, ``objectness``, is FCOS-OWP's
+objectness branches alone (inside localization); the ``objectness`` recipe trains only them.
+Parameters already frozen by the model (``trainable_layers``) stay frozen. ``finetune`` and
+``frozen`` start from an ``owp`` checkpoint (``train.init``); each of those four recipes has a
+``_fb`` twin with the backbone frozen.
 
 A frozen part is frozen completely (DESIGN.md §4):
 
@@ -36,8 +38,11 @@ from torch import Tensor, nn
 from owp.errors import OwpInputError
 from owp.models.freezing import freeze_batch_norm
 
-PARTS: tuple[str, ...] = ("backbone", "classification", "localization")
+PARTS: tuple[str, ...] = ("backbone", "classification", "localization", "objectness")
 CLASSIFICATION, LOCALIZATION, BACKBONE = "classification", "localization", "backbone"
+OBJECTNESS = "objectness"
+"""The objectness branches alone (FCOS-OWP's centerness and IoU convs, inside localization);
+only the ``objectness`` recipe names it."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ RECIPES: dict[str, tuple[str, tuple[Rule, ...]]] = {
         f"{name}_fb": (f"{name} with the backbone frozen", (Rule(BACKBONE, None), *rules))
         for name, (_, rules) in _BASE_RECIPES.items()
     },
+    "objectness": (
+        "only the objectness branches train (e.g. a new IoU branch on a pretrained detector, "
+        "train.init: torchvision:NAME); everything else frozen",
+        (Rule(OBJECTNESS, 1.0), Rule(None, None)),
+    ),
 }
 """Every recipe; ``<name>_fb`` is ``<name>`` with the backbone frozen."""
 

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from owp.config import config_from_dict
+from owp.data.locate import run_classes
 from owp.engine.checkpoint import latest_checkpoint, load_checkpoint
 from owp.errors import OwpInputError
 from owp.models.factory import create_model
@@ -66,7 +67,31 @@ def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[n
             "another model or owp version",
             path=path,
         )
+    if getattr(model.config, "num_classes", None) is not None:
+        _attach_classes(model, state, path)
     return model.eval(), state["config"]
+
+
+def _attach_classes(model: nn.Module, state: dict, path: Path) -> None:
+    """Give a classifying model its ``category_ids`` (label i -> dataset category id) and
+    ``class_names``: from the checkpoint, or for checkpoints of owp <= 0.1, from the split the
+    run was trained with. Left unset when neither is known: evaluation then refuses to guess,
+    and predictions name labels by number."""
+    extra = state.get("extra") or {}
+    ids, names = extra.get("category_ids"), extra.get("class_names")
+    if ids is None:
+        try:
+            ids, names = run_classes(path, state["config"].get("data"))
+        except OwpInputError:
+            return
+    if len(ids) != model.config.num_classes:
+        raise OwpInputError(
+            f"the model has {model.config.num_classes} classes but the run's split names "
+            f"{len(ids)}: {', '.join(map(str, names or ids))}",
+            path=path,
+        )
+    model.category_ids = [int(i) for i in ids]
+    model.class_names = list(names) if names else None
 
 
 def _flat_model(config: dict) -> dict:

@@ -48,6 +48,7 @@ from owp.data.locate import locate, locate_split, run_data
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.engine.batching import inference_batches, input_shape_of
 from owp.engine.checkpoint import latest_checkpoint, load_checkpoint
+from owp.engine.inference import metrics_file_name
 from owp.engine.runs import load
 from owp.engine.trainer import RUN_PREFIX, train
 from owp.errors import OwpInputError
@@ -186,7 +187,7 @@ def run_action(run_dir: Path, config: RunConfig) -> str:
             "choose another --out",
             path=run_dir,
         )
-    metrics = run_dir / "eval" / "metrics.json"
+    metrics = run_dir / "eval" / metrics_file_name(config.eval.protocol, config.eval.oln_pool)
     evaluated = metrics.is_file() and metrics.stat().st_mtime_ns >= checkpoint.stat().st_mtime_ns
     return REUSED if state["step"] == config.train.max_iters and evaluated else RESUMED
 
@@ -396,7 +397,7 @@ def _row(
     name: str, config: RunConfig, run_dir: Path, status: str, seconds: float | None
 ) -> dict[str, Any]:
     """One results.json row: the run, how it was obtained, its val metrics (fractions)."""
-    metrics_path = run_dir / "eval" / "metrics.json"
+    metrics_path = run_dir / "eval" / metrics_file_name(config.eval.protocol, config.eval.oln_pool)
     metrics = json.loads(metrics_path.read_text())
     return {
         "run": name,
@@ -404,7 +405,7 @@ def _row(
         "run_dir": str(run_dir),
         "status": status,
         "scoring": metrics.get("scoring"),
-        "protocol": metrics.get("protocol"),
+        "protocol": metrics.get("protocol_label", metrics.get("protocol")),
         **{k: v for k, v in metrics.items() if k.startswith(("AR", "AP"))},
         "num_gt": metrics.get("num_gt"),
         "train_seconds": seconds,

@@ -8,7 +8,8 @@ into ``run_dir``: ``config.yaml`` (resolved), ``metrics.csv`` (losses, lr, speed
 ``eval.csv`` and ``metrics.json`` (val metrics), TensorBoard events (``tb/``), checkpoints
 (``checkpoint_*.pt`` and ``last.pt``, atomic). ``resume=True`` continues exactly where
 ``last.pt`` stopped: the data order, augmentation draws and RNG states are all restored, so a
-resumed run equals an uninterrupted one on CPU.
+resumed run equals an uninterrupted one on CPU. Ctrl-C takes effect between steps
+(:mod:`owp.engine.interrupt`), so the checkpoint it saves is a completed step's.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from owp.config import RUN_PREFIX, RunConfig, save_config
+from owp.config import RUN_PREFIX, RunConfig, fit_schedule, save_config, schedule_beyond_end
 from owp.data.coco import CocoDetection, read_coco_json
-from owp.data.locate import locate, locate_split
+from owp.data.locate import locate, locate_annotations, locate_split
 from owp.data.pseudo import Boxes, read_pseudo_labels
 from owp.data.samplers import GroupedBatchSampler, InfiniteSampler, aspect_ratio_groups
 from owp.data.transforms import RandomHorizontalFlip
@@ -39,11 +40,14 @@ from owp.engine.checkpoint import (
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
+    model_classes,
     prune_checkpoints,
     restore_rng_states,
     save_checkpoint,
+    seed_rng_states,
 )
 from owp.engine.inference import UnreadableAsMessage, evaluate_model
+from owp.engine.interrupt import ForcedInterrupt, StepGuard
 from owp.engine.precision import (
     autocast,
     compile_parts,
@@ -77,13 +81,15 @@ MIN_IMAGES_BEFORE_BAD_FRACTION = 20
 
 @dataclass
 class TrainResult:
-    """What a finished (or interrupted) run leaves: where, how far, final val metrics."""
+    """What a finished run leaves: where, how far, final val metrics; ``start_step`` and
+    ``seconds`` are this session's (a resumed run started at its checkpoint's step)."""
 
     run_dir: Path
     step: int
     seconds: float
     metrics: dict[str, Any]
     checkpoint: Path
+    start_step: int = 0
 
 
 class WarmupMultiStep:
@@ -130,7 +136,7 @@ class Trainer:
         self.distributed = dist.init_distributed()
         train_cfg = config.train
         self.device = dist.resolve_device(train_cfg.device)
-        torch.manual_seed(train_cfg.seed + dist.get_rank())
+        seed_rng_states(train_cfg.seed + dist.get_rank())
         self.model = create_model(config.model.name, **config.model.options).to(self.device)
         if train_cfg.init:
             self._initialise_from(train_cfg.init)
@@ -162,11 +168,16 @@ class Trainer:
         # Batches taken from the loader; more than ``step`` when a batch held no readable image.
         self.batches_drawn = 0
         self.bad_images: list[str] = []
+        self.saved_rng: dict[str, Any] | None = None  # the generator states a resume restores
         self.images_seen = 0
 
     def set_max_iters(self, max_iters: int) -> None:
-        """Change the schedule length before :meth:`run` (lr steps keep their fractions)."""
-        self.config = replace(self.config, train=replace(self.config.train, max_iters=max_iters))
+        """Change the schedule length before :meth:`run` (lr steps keep their fractions; a
+        warm-up or absolute steps beyond the new end are scaled with it, see
+        :func:`~owp.config.fit_schedule`)."""
+        written_for = self.config.train.max_iters
+        config = replace(self.config, train=replace(self.config.train, max_iters=max_iters))
+        self.config, _ = fit_schedule(config, written_for)
         self.scheduler = self._scheduler()
 
     def _scheduler(self, last_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
@@ -178,6 +189,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         if last_step:
             scheduler.last_epoch = last_step
+            scheduler._step_count = last_step + 1  # as after last_step calls of step()
             for group, base in zip(self.optimizer.param_groups, scheduler.base_lrs, strict=True):
                 group["lr"] = base * schedule(last_step)
             scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
@@ -215,22 +227,42 @@ class Trainer:
         self.step = int(state["step"])
         rank = dist.get_rank()
         per_rank = state.get("rng_per_rank") or []
-        restore_rng_states(
-            per_rank[rank] if len(per_rank) == dist.get_world_size() else state["rng"]
-        )
+        if per_rank and len(per_rank) != dist.get_world_size() and dist.is_main_process():
+            log.warning(
+                "%s was saved by %d processes and resumes with %d: the model, optimiser, "
+                "schedule and step carry on, but the data order differs from an uninterrupted run",
+                path,
+                len(per_rank),
+                dist.get_world_size(),
+            )
+        # Restored by run() once the loader's iterator has drawn its base seed, as it did when
+        # the uninterrupted run started.
+        self.saved_rng = per_rank[rank] if len(per_rank) == dist.get_world_size() else state["rng"]
         drawn = (state.get("extra") or {}).get("batches_drawn_per_rank") or []
         self.batches_drawn = int(drawn[rank]) if len(drawn) == dist.get_world_size() else self.step
         log.info("resumed %s at step %d", path, self.step)
 
     def run(self) -> TrainResult:
         cfg = self.config.train
-        start_time = time.perf_counter()
+        start_time, start_step = time.perf_counter(), self.step
+        # The data, split and val set are checked before anything is written into the run.
+        loader = self._loader(self.batches_drawn)
+        locate_annotations(self.config.data.val, "val")
+        beyond = schedule_beyond_end(cfg)
+        if beyond:
+            raise OwpInputError(
+                f"train.{' and train.'.join(beyond)} beyond train.max_iters {cfg.max_iters}: "
+                "shorten them (--set train.max_iters alone scales them)"
+            )
         if dist.is_main_process():
+            for notice in self.config.notices:
+                log.warning("%s", notice)
             for stale in remove_stale_temporaries(self.run_dir):
                 log.warning("removed %s, left by an interrupted write", stale)
             save_config(self.config, self.run_dir / "config.yaml")
-        loader = self._loader(self.batches_drawn)
         batches = iter(loader)
+        if self.saved_rng is not None:
+            restore_rng_states(self.saved_rng)
         model = self._wrapped_model()
         model.train()
         writer = _Logs(self.run_dir, enabled=dist.is_main_process())
@@ -244,42 +276,58 @@ class Trainer:
             dynamic_ncols=True,
         )
         last_good = latest_checkpoint(self.run_dir)
+        # Ctrl-C takes effect between steps (owp.engine.interrupt): what it saves is the state
+        # of the last completed step, so the resumed run equals the uninterrupted one.
+        guard = StepGuard()
         try:
-            while self.step < cfg.max_iters:
-                images, targets, drawn = self._next_batch(batches)
-                losses = self._train_step(model, images, targets, last_good)
-                self.step += 1
-                self.batches_drawn += drawn
-                bar.update(1)
-                if self.step % cfg.log_period == 0 or self.step == cfg.max_iters:
-                    values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
-                    values["total"] = sum(v for k, v in values.items() if k in self.trained_losses)
-                    values["lr"] = self.optimizer.param_groups[0]["lr"]
-                    stats = self.model.training_stats()
-                    if stats:
-                        values.update(dist.all_reduce_mean(stats))
-                    writer.scalars("train", self.step, values)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
-                if self.step % cfg.checkpoint_period == 0 or self.step == cfg.max_iters:
-                    last_good = self.save()
-                if (
-                    cfg.eval_period
-                    and self.step % cfg.eval_period == 0
-                    and self.step < cfg.max_iters
-                ):
-                    writer.scalars("eval", self.step, self.evaluate())
-                    model.train()
+            with guard.installed():
+                while self.step < cfg.max_iters:
+                    images, targets, drawn = self._next_batch(batches)
+                    with guard.step():
+                        losses = self._train_step(model, images, targets, last_good)
+                        self.step += 1
+                        self.batches_drawn += drawn
+                        bar.update(1)
+                        if self.step % cfg.log_period == 0 or self.step == cfg.max_iters:
+                            self._log_step(writer, bar, losses)
+                        if self.step % cfg.checkpoint_period == 0 or self.step == cfg.max_iters:
+                            last_good = self.save()
+                    if (
+                        cfg.eval_period
+                        and self.step % cfg.eval_period == 0
+                        and self.step < cfg.max_iters
+                    ):
+                        writer.scalars("eval", self.step, self.evaluate())
+                        model.train()
+        except ForcedInterrupt:
+            bar.close()
+            kept = f"--resume continues from {last_good}" if last_good else "no checkpoint yet"
+            print(f"interrupted inside a step: nothing saved; {kept}")
+            raise
         except KeyboardInterrupt:
             bar.close()
             saved = self.save()
-            print(f"interrupted at step {self.step}: saved {saved}; --resume continues from it")
+            print(f"interrupted after step {self.step}: saved {saved}; --resume continues from it")
             raise
         bar.close()
         metrics = self.evaluate()
         writer.scalars("eval", self.step, metrics)
         writer.close()
         seconds = time.perf_counter() - start_time
-        return TrainResult(self.run_dir, self.step, seconds, metrics, self.run_dir / LAST)
+        return TrainResult(
+            self.run_dir, self.step, seconds, metrics, self.run_dir / LAST, start_step
+        )
+
+    def _log_step(self, writer: _Logs, bar: tqdm, losses: dict[str, Tensor]) -> None:
+        """One metrics.csv row (and TensorBoard scalars) for the step just completed."""
+        values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
+        values["total"] = sum(v for k, v in values.items() if k in self.trained_losses)
+        values["lr"] = self.optimizer.param_groups[0]["lr"]
+        stats = self.model.training_stats()
+        if stats:
+            values.update(dist.all_reduce_mean(stats))
+        writer.scalars("train", self.step, values)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
 
     def save(self) -> Path:
         """Write ``checkpoint_<step>.pt``, point ``last.pt`` at it (rank 0), prune old ones.
@@ -299,7 +347,10 @@ class Trainer:
                 "config": self.config.to_dict(),
                 "scaler": self.scaler,
                 "rng_per_rank": rng_per_rank,
-                "extra": {"batches_drawn_per_rank": drawn_per_rank},
+                "extra": {
+                    "batches_drawn_per_rank": drawn_per_rank,
+                    **model_classes(self.model),
+                },
             }
             # One file per step; last.pt is a second name of the newest (a hard link).
             numbered = save_checkpoint(self.run_dir / checkpoint_name(self.step), **kwargs)
@@ -327,6 +378,7 @@ class Trainer:
             images,
             locate_split(data.split, data.val),
             protocol=self.config.eval.protocol,
+            oln_pool=self.config.eval.oln_pool,
             max_dets=self.config.eval.max_dets,
             batch_size=self.config.eval.batch_size,
             proposal_scoring=self.config.eval.proposal_scoring,
@@ -417,6 +469,9 @@ class Trainer:
                 f"{num_base} base classes; set model.num_classes={num_base}",
                 path=ann_file,
             )
+        if num_classes is not None:  # label i is base_ids[i]: saved with every checkpoint
+            self.model.category_ids = list(dataset.split.base_ids)
+            self.model.class_names = list(dataset.split.base_names)
         sampler = InfiniteSampler(
             len(dataset),
             seed=self.config.train.seed,

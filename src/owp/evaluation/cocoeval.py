@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from owp.errors import OwpInputError
 
@@ -65,6 +67,83 @@ def run_cocoeval(
         evaluator.evaluate()
         evaluator.accumulate()
     return evaluator.eval
+
+
+def run_oln_cocoeval(
+    gt: Mapping[str, Any],
+    proposals: Sequence[Mapping[str, Any]],
+    max_dets: Sequence[int],
+    *,
+    base_ids: Collection[int],
+    pool: int,
+) -> dict[str, Any]:
+    """OLN's ``COCOEvalXclassWrapper`` on pycocotools: class-agnostic COCOeval of
+    ``proposals`` against all of ``gt``, base-class boxes ignored, and per image the proposals
+    whose match at IoU 0.5 is a base box removed after matching (their matches stay made).
+
+    Written from the wrapper's ``evaluateImg`` (``mmdet/datasets/cocoeval_wrappers.py`` in
+    github.com/mcahny/object_localization_network): its two changes to pycocotools are marking
+    base boxes ignored (``ignored_split``) and, after the greedy matching, dropping the
+    detections matched to them at the first threshold (``dtIgSplit``). Here they are applied
+    around pycocotools' own ``_prepare`` and ``evaluateImg``. The wrapper's pool is its
+    ``maxDets[-1]``; here each image's proposals are cut to ``pool`` first (stable by score, as
+    COCOeval ranks them), so the pool is independent of the budgets ``max_dets``.
+
+    Returns COCOeval's accumulated ``eval`` dict for ``maxDets = max_dets``.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    base = set(base_ids)
+    base_gt_ids = {a["id"] for a in gt["annotations"] if a["category_id"] in base}
+
+    class OlnWrapper(COCOeval):
+        def _prepare(self) -> None:
+            super()._prepare()
+            for boxes in self._gts.values():
+                for box in boxes:
+                    if box["category_id"] in base:
+                        box["ignore"] = 1  # the wrapper's ignored_split
+
+        def evaluateImg(self, imgId, catId, aRng, maxDet):  # noqa: N802, N803 (COCOeval's)
+            result = super().evaluateImg(imgId, catId, aRng, maxDet)
+            if result is None:
+                return None
+            keep = ~np.isin(result["dtMatches"][0], list(base_gt_ids))
+            if not keep.all():
+                result["dtMatches"] = result["dtMatches"][:, keep]
+                result["dtIgnore"] = result["dtIgnore"][:, keep]
+                result["dtIds"] = [d for d, k in zip(result["dtIds"], keep, strict=True) if k]
+                result["dtScores"] = [s for s, k in zip(result["dtScores"], keep, strict=True) if k]
+            return result
+
+    category = min(c["id"] for c in gt["categories"])
+    budgets = sorted({*max_dets, pool})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = _index(COCO(), gt, [dict(a) for a in gt["annotations"]])
+        coco_dt = _index(COCO(), gt, _as_result_annotations(_cut(proposals, pool), category))
+        evaluator = OlnWrapper(coco_gt, coco_dt, "bbox")
+        evaluator.params.useCats = 0
+        evaluator.params.maxDets = budgets
+        evaluator.evaluate()
+        evaluator.accumulate()
+    wanted = [budgets.index(k) for k in max_dets]
+    result = dict(evaluator.eval)
+    result["recall"] = evaluator.eval["recall"][..., wanted]
+    result["precision"] = evaluator.eval["precision"][..., wanted]
+    return result
+
+
+def _cut(proposals: Sequence[Mapping[str, Any]], pool: int) -> list[Mapping[str, Any]]:
+    """Each image's best ``pool`` proposals, best first (ties in input order, as COCOeval)."""
+    by_image: dict[Any, list[Mapping[str, Any]]] = {}
+    for proposal in proposals:
+        by_image.setdefault(proposal["image_id"], []).append(proposal)
+    kept: list[Mapping[str, Any]] = []
+    for items in by_image.values():
+        order = np.argsort([-p["score"] for p in items], kind="mergesort")[:pool]
+        kept.extend(items[i] for i in order)
+    return kept
 
 
 def check_engine(engine: str) -> str:

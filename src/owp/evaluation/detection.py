@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from owp.data.coco import is_federated, load_instances
+from owp.data.coco import find_annotation_file, is_federated, load_instances
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
 from owp.evaluation.cocoeval import AREA_NAMES, check_engine, run_cocoeval
@@ -45,8 +45,10 @@ def evaluate_detections(
         ``None`` where no base ground truth exists in that bucket.
     """
     check_engine(engine)
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     federated = is_federated(dataset)
     if federated and engine == "pycocotools":
         raise OwpInputError(
@@ -70,6 +72,7 @@ def evaluate_detections(
         "annotations": [a for a in dataset["annotations"] if a["category_id"] in base],
         "categories": [c for c in dataset["categories"] if c["id"] in base],
     }
+    _refuse_class_agnostic(results, dataset, base, name)
     kept = [r for r in results if r["category_id"] in base]
     num_gt = sum(1 for a in base_gt["annotations"] if not a["iscrowd"])
     info = {"split": split.name, "num_images": len(dataset["images"]), "num_gt": num_gt}
@@ -88,6 +91,26 @@ def evaluate_detections(
         metrics[f"AP_{area}"] = _mean_precision(precision, area, last)
     metrics.update(info)
     return metrics
+
+
+def _refuse_class_agnostic(
+    results: Results, dataset: Mapping[str, Any], base: set[int], name: str | Path
+) -> None:
+    """Refuse, in one line, detections that all carry one category while the ground truth has
+    several base classes: class-agnostic proposals (``category_id`` 1, "object", which is
+    COCO's person) would otherwise score a silent AP of about 0."""
+    labelled = {r["category_id"] for r in results}
+    present = {a["category_id"] for a in dataset["annotations"] if a["category_id"] in base}
+    if len(labelled) != 1 or len(present) < 2:
+        return
+    (only,) = labelled
+    names = {c["id"]: c.get("name", str(c["id"])) for c in dataset["categories"]}
+    raise OwpInputError(
+        f"all {len(results)} detections carry category_id {only} ({names.get(only, '?')}) while "
+        f"the ground truth has {len(present)} base classes: class-agnostic proposals have no AP "
+        "(evaluate them with owp eval-proposals)",
+        path=name if isinstance(name, str | Path) else None,
+    )
 
 
 def _mean_precision(

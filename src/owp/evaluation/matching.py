@@ -46,6 +46,9 @@ PAIR_CHUNK = 1 << 21
 
 _NEVER = np.iinfo(np.int64).max
 
+NOT_COUNTED = _NEVER
+"""The rank of a detection that takes part in matching but counts in no budget."""
+
 
 @dataclass
 class Layout:
@@ -242,18 +245,18 @@ def greedy_match(
     return keys // num_dets, keys % num_dets, np.concatenate([g for _, g in found])
 
 
-def _first_rank_per_gt(pairs: Pairs, rank: np.ndarray, thresholds: np.ndarray, num_gts: int):
-    """``[T, G]``: per threshold, the best rank among each box's pairs reaching it (the box's
-    matching rank when its detections have no other candidate); ``_NEVER`` if none does."""
+def _first_det_per_gt(pairs: Pairs, thresholds: np.ndarray, num_gts: int) -> np.ndarray:
+    """``[T, G]``: per threshold, the first detection (lowest laid-out index, hence best rank
+    in its image) among each box's pairs reaching it — the box's match when its detections
+    have no other candidate; ``_NEVER`` if none reaches it."""
     out = np.full((len(thresholds), num_gts), _NEVER, dtype=np.int64)
     if not len(pairs.gt):
         return out
     starts = np.flatnonzero(np.r_[True, pairs.gt[1:] != pairs.gt[:-1]])
     owners = pairs.gt[starts]
-    ranks = rank[pairs.det]
     for t, threshold in enumerate(thresholds):
         out[t, owners] = np.minimum.reduceat(
-            np.where(pairs.iou >= threshold, ranks, _NEVER), starts
+            np.where(pairs.iou >= threshold, pairs.det, _NEVER), starts
         )
     return out
 
@@ -274,17 +277,26 @@ def recall_counts(
 ) -> np.ndarray:
     """Regular boxes matched within each budget: ``[T, A, K]`` counts.
 
+    Every detection of ``pairs`` takes part in the matching; ``rank`` only decides which
+    matches count within a budget. A detection whose rank is :data:`NOT_COUNTED` still takes
+    the box it matches, which then counts for no budget (OLN's wrapper drops the detections
+    matched to base objects after matching, keeping the matches they made).
+
     Args:
         pairs: candidate pairs between detections and the boxes that can be matched (no crowd
             regions: they never count), grouped by box, IoU >= ``thresholds[0]``.
-        rank: each detection's rank in its image (after any filtering).
+        rank: ``[D]`` each detection's position in its image's budget, or
+            :data:`NOT_COUNTED`.
         regular: ``[A, G]`` which boxes are regular in each area range.
         budgets: the k of AR@k, ascending.
     """
     num_dets, num_gts = len(rank), regular.shape[1]
     shared = _shared(pairs, num_dets, num_gts)
     alone = pairs.subset(~shared[pairs.gt])
-    solo_rank = _first_rank_per_gt(alone, rank, thresholds, num_gts)
+    solo_det = _first_det_per_gt(alone, thresholds, num_gts)
+    solo_rank = np.full_like(solo_det, _NEVER)
+    found = solo_det != _NEVER
+    solo_rank[found] = rank[solo_det[found]]
     together = pairs.subset(shared[pairs.gt])
     budgets = np.asarray(budgets)
     counts = np.zeros((len(thresholds), len(regular), len(budgets)), dtype=np.int64)

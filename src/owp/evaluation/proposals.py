@@ -4,36 +4,53 @@ Two protocols (DESIGN.md §6), always named in the report:
 
 * ``strict`` (the paper): base-class ground truth is deleted and every proposal counts in the
   budget. This is exactly COCOeval with ``useCats=0`` on the novel-only ground truth.
-* ``oln`` (OLN, GGN, LDET, UDOS): base-class ground truth is ignored. Each image's proposals
-  are ranked by score and cut to the largest budget; those overlapping a base-class box at
-  IoU >= 0.5 (COCO's IoU: crowd regions by intersection over the proposal's area) are then
-  removed, so they do not consume the budget k; the rest is evaluated as in ``strict``.
+* ``oln`` (OLN and its followers), exactly as ``COCOEvalXclassWrapper`` in OLN's
+  ``mmdet/datasets/cocoeval_wrappers.py`` (github.com/mcahny/object_localization_network)
+  computes it: each image's proposals are ranked by score and cut to the **pool** (the
+  wrapper's ``maxDets[-1]``: 1500 in OLN, 500 in GOOD, 100 in LDET and UDOS); they are matched
+  by COCOeval's greedy rules, at every IoU threshold and with every proposal present, against
+  all ground truth with base-class boxes ignored; the proposals whose match at IoU 0.5 is a
+  base-class box are then removed, *keeping the matches made while they were present* (a
+  removed proposal may hold a novel box at a higher threshold, which no later proposal then
+  takes); the budget k counts the survivors. Size recalls apply the rules per area range, as
+  the wrapper evaluates each range on its own.
+
+Categories on neither side of a split (possible with a split file listing both sides) are left
+out of both protocols: their boxes are treated as unannotated, neither recalled nor ignored.
 
 AR@k is the recall at ``maxDets=k`` averaged over IoU thresholds 0.50:0.05:0.95, as
 pycocotools computes it. Per-category recall (:func:`per_category_recall`) is the strict protocol
 restricted to one novel category's ground truth at a time: COCOeval with ``useCats=0`` on that
-category's boxes alone, every proposal a candidate for them. The COCO engine is
-faster-coco-eval; ``engine="pycocotools"`` runs the reference implementation instead (same
-numbers, slower).
+category's boxes alone, every proposal a candidate for them. The default engine is owp's
+vectorised matcher (:mod:`owp.evaluation.matching`); ``engine="pycocotools"`` runs
+pycocotools' COCOeval (for ``oln``, subclassed with the wrapper's rules:
+:func:`owp.evaluation.cocoeval.run_oln_cocoeval`), ``"faster-coco-eval"`` its C++ port
+(``strict`` only: the wrapper's rules live in Python).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as coco_mask
 
-from owp.data.coco import load_instances
+from owp.data.coco import find_annotation_file, load_instances
 from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
-from owp.evaluation.cocoeval import AREA_NAMES, AREA_RANGES, check_engine, run_cocoeval
+from owp.evaluation.cocoeval import (
+    AREA_NAMES,
+    AREA_RANGES,
+    check_engine,
+    run_cocoeval,
+    run_oln_cocoeval,
+)
 from owp.evaluation.matching import (
     IOU_THRESHOLDS,
+    NOT_COUNTED,
     candidate_pairs,
     first_matches,
     layout,
@@ -45,7 +62,35 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS: tuple[str, ...] = ("strict", "oln")
 DEFAULT_MAX_DETS: tuple[int, ...] = (10, 20, 50, 100, 300, 1000)
-OLN_BASE_MATCH_IOU = 0.5
+DEFAULT_OLN_POOL = 1500
+"""OLN's own pool: its wrapper's ``maxDets[-1]``."""
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A published way of reporting novel AR: the protocol, the ``oln`` pool, who used it."""
+
+    protocol: str
+    pool: int | None
+    used_by: str
+
+    @property
+    def label(self) -> str:
+        return protocol_label(self.protocol, self.pool)
+
+
+PUBLISHED_CONVENTIONS: tuple[Convention, ...] = (
+    Convention("strict", None, "FCOS-OWP (Konan et al.): every proposal counts"),
+    Convention("oln", 1500, "OLN (Kim et al.)"),
+    Convention("oln", 500, "GOOD (Huang et al.)"),
+    Convention("oln", 100, "LDET (Saito et al.), UDOS (Kalluri et al.)"),
+)
+"""The conventions :func:`evaluate_conventions` reports side by side."""
+
+
+def protocol_label(protocol: str, pool: int | None = None) -> str:
+    """How tables and metrics name a protocol: ``strict`` or ``oln (pool 1500)``."""
+    return protocol if protocol == "strict" else f"{protocol} (pool {pool})"
 
 
 def evaluate_proposals(
@@ -57,11 +102,13 @@ def evaluate_proposals(
     max_dets: Sequence[int] = DEFAULT_MAX_DETS,
     engine: str = "owp",
     per_category: bool = False,
+    oln_pool: int = DEFAULT_OLN_POOL,
 ) -> dict[str, Any]:
     """Novel-class AR@k of class-agnostic proposals.
 
     Args:
-        gt: instances JSON path (validated by :func:`owp.data.coco.load_instances`) or a dict.
+        gt: instances JSON path (validated by :func:`owp.data.coco.load_instances`), dataset
+            folder (its val file, :func:`owp.data.coco.find_annotation_file`) or a dict.
         proposals: COCO results (path or list); ``category_id`` is ignored.
         split: built-in name, split file, or split object naming base and novel classes.
         protocol: ``"strict"`` or ``"oln"`` (module docstring).
@@ -70,20 +117,32 @@ def evaluate_proposals(
             ``"pycocotools"`` (COCOeval itself: the references, same numbers).
         per_category: also add ``"per_category"``: :func:`per_category_recall` at budget K
             (the strict protocol per category, whatever ``protocol`` is).
+        oln_pool: the ``oln`` protocol's pool: proposals kept per image before those on base
+            objects are removed (module docstring); ignored by ``strict``.
 
     Returns:
         ``{"AR@<k>": float for each k, "AR_small@K", "AR_medium@K", "AR_large@K", "protocol",
-        "split", "num_images", "num_gt"}`` where K is 100, or the largest listed k below 100
-        (the smallest k if all exceed 100). Recalls are fractions in [0, 1], ``None`` where no
-        ground truth exists (e.g. no small novel objects); ``num_gt`` counts novel non-crowd boxes.
+        "protocol_label", "split", "num_images", "num_gt"}`` (``oln``: also ``"oln_pool"``)
+        where K is 100, or the largest listed k below 100 (the smallest k if all exceed 100).
+        Recalls are fractions in [0, 1], ``None`` where no ground truth exists (e.g. no small
+        novel objects); ``num_gt`` counts novel non-crowd boxes.
     """
     if protocol not in PROTOCOLS:
         raise OwpInputError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     budgets = check_max_dets(max_dets)
+    pool = check_pool(oln_pool)
     check_engine(engine)
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if protocol == "oln" and engine == "faster-coco-eval":
+        raise OwpInputError(
+            "the oln protocol runs on engine owp or pycocotools (OLN's wrapper subclasses "
+            "pycocotools' COCOeval in Python; faster-coco-eval's C++ cannot take its rules)"
+        )
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     split = _with_novel_classes(resolve_split(split, dataset["categories"], gt_name))
+    dataset = _on_either_side(dataset, split)
     image_ids = [img["id"] for img in dataset["images"]]
     name = proposals if isinstance(proposals, str | Path) else "proposals"
     columns = read_result_arrays(proposals, image_ids, name=name)
@@ -95,10 +154,10 @@ def evaluate_proposals(
     }
     size_budget = category_budget(budgets)
     if engine == "owp":
-        recalls = _owp_recalls(dataset, columns, split, protocol, budgets)
+        recalls = _owp_recalls(dataset, columns, split, protocol, budgets, pool)
     else:
         recalls = _cocoeval_recalls(
-            dataset, gt_dataset, columns.to_list(), split, protocol, budgets, engine
+            dataset, gt_dataset, columns.to_list(), split, protocol, budgets, pool, engine
         )
     metrics: dict[str, Any] = {
         f"AR@{k}": mean_recall(recalls["all"], "all", budgets.index(k)) for k in budgets
@@ -107,8 +166,10 @@ def evaluate_proposals(
         metrics[f"AR_{area}@{size_budget}"] = mean_recall(
             recalls[area], area, budgets.index(size_budget)
         )
+    metrics.update(protocol=protocol, protocol_label=protocol_label(protocol, pool))
+    if protocol == "oln":
+        metrics["oln_pool"] = pool
     metrics.update(
-        protocol=protocol,
         split=split.name,
         num_images=len(image_ids),
         num_gt=sum(1 for a in gt_dataset["annotations"] if not a["iscrowd"]),
@@ -122,6 +183,61 @@ def category_budget(budgets: Sequence[int]) -> int:
     """The budget K of the size and per-category figures: 100, or the largest listed k below
     100 (the smallest k if all exceed 100)."""
     return max((k for k in budgets if k <= 100), default=min(budgets))
+
+
+def evaluate_conventions(
+    gt: str | Path | Mapping[str, Any],
+    proposals: str | Path | Results,
+    split: str | Path | SplitSpec | ClassSplit,
+    *,
+    max_dets: Sequence[int] = DEFAULT_MAX_DETS,
+    engine: str = "owp",
+    conventions: Sequence[Convention] = PUBLISHED_CONVENTIONS,
+) -> list[dict[str, Any]]:
+    """:func:`evaluate_proposals` under each published convention (strict, and ``oln`` at
+    pools 1500, 500 and 100), the files read once: one metrics dict per convention, with its
+    ``"convention"`` label and ``"used_by"``."""
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
+    image_ids = [img["id"] for img in dataset["images"]]
+    name = proposals if isinstance(proposals, str | Path) else "proposals"
+    columns = read_result_arrays(proposals, image_ids, name=name)
+    resolved = resolve_split(split, dataset["categories"], gt_name)
+    rows = []
+    for convention in conventions:
+        metrics = evaluate_proposals(
+            dataset,
+            columns,
+            resolved,
+            protocol=convention.protocol,
+            max_dets=max_dets,
+            engine=engine,
+            oln_pool=convention.pool or DEFAULT_OLN_POOL,
+        )
+        rows.append({"convention": convention.label, "used_by": convention.used_by, **metrics})
+    return rows
+
+
+def check_pool(pool: int) -> int:
+    """``pool`` when it is a positive integer, else an :class:`OwpInputError`."""
+    if isinstance(pool, bool) or not isinstance(pool, int | np.integer) or pool < 1:
+        raise OwpInputError(f"the oln pool must be a positive integer, got {pool!r}")
+    return int(pool)
+
+
+def _on_either_side(dataset: Mapping[str, Any], split: ClassSplit) -> Mapping[str, Any]:
+    """``dataset`` without the boxes of categories on neither side of ``split``: both protocols
+    treat them as unannotated (OLN's wrapper has no such case)."""
+    sides = set(split.base_ids) | set(split.novel_ids)
+    if all(a["category_id"] in sides for a in dataset["annotations"]):
+        return dataset
+    return {
+        **dataset,
+        "annotations": [a for a in dataset["annotations"] if a["category_id"] in sides],
+        "categories": [c for c in dataset["categories"] if c["id"] in sides],
+    }
 
 
 def per_category_recall(
@@ -147,8 +263,10 @@ def per_category_recall(
     """
     check_engine(engine)
     budget = check_max_dets([budget])[0]
-    gt_name = gt if isinstance(gt, str | Path) else "ground truth"
-    dataset = load_instances(gt)[0] if isinstance(gt, str | Path) else gt
+    if isinstance(gt, str | Path):  # an instances JSON or a dataset folder (its val file)
+        gt = find_annotation_file(gt)
+    gt_name = gt if isinstance(gt, Path) else "ground truth"
+    dataset = load_instances(gt)[0] if isinstance(gt, Path) else gt
     split = _with_novel_classes(resolve_split(split, dataset["categories"], gt_name))
     image_ids = [img["id"] for img in dataset["images"]]
     name = proposals if isinstance(proposals, str | Path) else "proposals"
@@ -280,11 +398,11 @@ def _cocoeval_recalls(
     split: ClassSplit,
     protocol: str,
     budgets: list[int],
+    pool: int,
     engine: str,
 ) -> dict[str, np.ndarray]:
     """Area name -> COCOeval's ``recall[T, K, A, M]`` array holding that area's recall, from a
-    COCO engine. strict: one evaluation. oln: the filter depends on the area range (as in OLN's
-    own evaluation), so each area range is evaluated on its own filtered proposals."""
+    COCO engine: COCOeval on the novel ground truth (strict), or OLN's wrapper on all of it."""
     if protocol == "strict":
         recall = run_cocoeval(
             gt_dataset,
@@ -294,16 +412,11 @@ def _cocoeval_recalls(
             category_id=split.novel_ids[0],
             engine=engine,
         )["recall"]
-        return dict.fromkeys(AREA_NAMES, recall)
-    recalls = {}
-    for area in AREA_NAMES:
-        kept = drop_base_matched(
-            proposals, dataset["annotations"], split.base_ids, max(budgets), AREA_RANGES[area]
-        )
-        recalls[area] = run_cocoeval(
-            gt_dataset, kept, budgets, use_cats=False, category_id=split.novel_ids[0], engine=engine
-        )["recall"]
-    return recalls
+    else:
+        recall = run_oln_cocoeval(dataset, proposals, budgets, base_ids=split.base_ids, pool=pool)[
+            "recall"
+        ]
+    return dict.fromkeys(AREA_NAMES, recall)
 
 
 def _owp_recalls(
@@ -312,6 +425,7 @@ def _owp_recalls(
     split: ClassSplit,
     protocol: str,
     budgets: list[int],
+    pool: int,
 ) -> dict[str, np.ndarray]:
     """:func:`_cocoeval_recalls` computed by owp's vectorised matcher (same numbers)."""
     images = np.array([img["id"] for img in dataset["images"]], dtype=np.int64)
@@ -330,7 +444,7 @@ def _owp_recalls(
         category[picked],
         index_of(proposals.image_ids),
         proposals.scores,
-        max(budgets),
+        max(budgets) if protocol == "strict" else pool,
     )
     picked = picked[lay.gt_index]
     boxes = np.array([anns[i]["bbox"] for i in picked], dtype=np.float64).reshape(-1, 4)
@@ -346,17 +460,22 @@ def _owp_recalls(
         return {name: _as_cocoeval_recall(counts, totals, a) for a, name in enumerate(AREA_NAMES)}
     pairs = candidate_pairs(lay, det_boxes, boxes, crowd)
     is_base = np.isin(category, split.base_ids)
-    matched = first_matches(pairs, num_dets, len(picked), ~is_base & ~crowd & in_range, crowd)
-    on_base = (matched >= 0) & is_base[np.maximum(matched, 0)]
     countable = novel & ~crowd
+    regular = countable & in_range
+    # Which box each proposal takes at IoU 0.5, with every box present (base boxes and crowd
+    # regions ignored): those taking a base box leave the budget.
+    matched = first_matches(pairs, num_dets, len(picked), regular, crowd)
+    on_base = np.zeros(matched.shape, dtype=bool)
+    on_base[matched >= 0] = is_base[matched[matched >= 0]]
+    # Every proposal of the pool still takes part in the matching of the novel boxes.
+    novel_pairs = pairs.subset(countable[pairs.gt])
     recalls = {}
     for a, name in enumerate(AREA_NAMES):
         survives = ~on_base[a]
-        kept = pairs.subset(survives[pairs.det] & countable[pairs.gt])
-        regular = (countable & in_range[a])[None]
-        counts = recall_counts(kept, lay.rerank(survives), regular, budgets)
+        rank = np.where(survives, lay.rerank(survives), NOT_COUNTED)
+        counts = recall_counts(novel_pairs, rank, regular[a][None], budgets)
         totals = np.zeros(len(AREA_NAMES), dtype=np.int64)
-        totals[a] = regular.sum()
+        totals[a] = regular[a].sum()
         full = np.zeros((counts.shape[0], len(AREA_NAMES), counts.shape[2]), dtype=np.int64)
         full[:, a] = counts[:, 0]
         recalls[name] = _as_cocoeval_recall(full, totals, a)
@@ -380,80 +499,6 @@ def mean_recall(recall: np.ndarray, area: str, budget_index: int) -> float | Non
     values = recall[:, :, AREA_NAMES.index(area), budget_index]
     values = values[values > -1]
     return float(np.mean(values)) if values.size else None
-
-
-def drop_base_matched(
-    proposals: Results,
-    gt: Sequence[Mapping],
-    base_ids: Collection[int],
-    budget: int,
-    area_range: tuple[float, float] = AREA_RANGES["all"],
-) -> Results:
-    """The OLN protocol's filter: rank, cut to ``budget``, drop proposals matched to base objects.
-
-    Per image, proposals are ranked by score (stable, as COCOeval ranks them) and cut to
-    ``budget``. They are then matched to the ground truth (novel and base) at IoU 0.5 exactly as
-    COCOeval matches (and as OLN's evaluation wrapper does): in rank order, one-to-one except
-    for crowd regions, preferring a not-yet-matched regular object (a novel box inside
-    ``area_range``) over ignored ones (base boxes, crowd regions, novel boxes outside the area
-    range), best IoU wins, later box on ties. Proposals whose match is a base-class box are
-    removed. Returns the survivors in rank order.
-
-    Args:
-        proposals: results with ``image_id``, ``bbox`` (xywh) and ``score``.
-        gt: every annotation of the images (``bbox``, ``area``, ``iscrowd``, ``category_id``).
-        base_ids: the base category ids.
-        budget: the largest k evaluated.
-        area_range: the ``[min, max]`` annotation area that counts as regular (COCO's ranges).
-    """
-    base_ids = set(base_ids)
-    by_image: dict[int, list[dict]] = defaultdict(list)
-    for proposal in proposals:
-        by_image[proposal["image_id"]].append(proposal)
-    gt_by_image: dict[int, list[Mapping]] = defaultdict(list)
-    for ann in sorted(gt, key=lambda a: a["category_id"]):  # COCOeval's useCats=0 order
-        gt_by_image[ann["image_id"]].append(ann)
-    kept: Results = []
-    for image_id, items in by_image.items():
-        order = np.argsort([-p["score"] for p in items], kind="mergesort")[:budget]
-        ranked = [items[i] for i in order]
-        anns = gt_by_image.get(image_id, [])
-        if any(a["category_id"] in base_ids for a in anns):
-            on_base = _matched_to_base(ranked, anns, base_ids, area_range)
-            ranked = [p for p, hit in zip(ranked, on_base, strict=True) if not hit]
-        kept.extend(ranked)
-    return kept
-
-
-def _matched_to_base(
-    ranked: Results, anns: Sequence[Mapping], base_ids: set[int], area_range: tuple[float, float]
-) -> np.ndarray:
-    """COCOeval's greedy matching at IoU 0.5 for one image; True where the match is a base box."""
-    is_base = np.array([a["category_id"] in base_ids for a in anns])
-    crowd = np.array([bool(a["iscrowd"]) for a in anns])
-    area = np.array([float(a["area"]) for a in anns])
-    ignored = is_base | crowd | (area < area_range[0]) | (area > area_range[1])
-    gt_order = np.argsort(ignored, kind="mergesort")  # regular objects first, as COCOeval
-    is_base, crowd, ignored = is_base[gt_order], crowd[gt_order], ignored[gt_order]
-    ious = np.asarray(
-        coco_mask.iou(
-            [p["bbox"] for p in ranked],
-            [anns[i]["bbox"] for i in gt_order],
-            [int(c) for c in crowd],
-        )
-    ).reshape(len(ranked), len(anns))
-    taken = np.zeros(len(anns), dtype=bool)
-    on_base = np.zeros(len(ranked), dtype=bool)
-    for d in np.flatnonzero((ious >= OLN_BASE_MATCH_IOU).any(axis=1)):
-        free = ~taken | crowd
-        for group in (free & ~ignored, free & ignored):
-            candidates = np.flatnonzero(group & (ious[d] >= OLN_BASE_MATCH_IOU))
-            if candidates.size:
-                best = candidates[ious[d, candidates] == ious[d, candidates].max()][-1]
-                taken[best] = True
-                on_base[d] = is_base[best]
-                break
-    return on_base
 
 
 def check_max_dets(max_dets: Sequence[int] | str) -> list[int]:

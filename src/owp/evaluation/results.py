@@ -1,7 +1,9 @@
 """Reading prediction files in COCO results format, with clear errors for malformed input.
 
 A results file is a JSON list of ``{"image_id", "bbox": [x, y, w, h], "score"}`` objects, plus
-``"category_id"`` for class-labelled detections (optional and ignored for proposals).
+``"category_id"`` for class-labelled detections (optional and ignored for proposals). The
+document ``owp predict --format coco`` writes (a dict whose ``annotations`` are such a list) is
+read as its ``annotations``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def read_result_arrays(
     if isinstance(source, str | Path):
         name = source
         source = read_json(source, "results file")
+    if isinstance(source, dict) and isinstance(source.get("annotations"), list):
+        source = source["annotations"]  # what owp predict --format coco writes
     with_category = category_ids is not None
     if isinstance(source, ResultArrays):
         if with_category and source.category_ids is None:
@@ -96,7 +100,9 @@ def read_result_arrays(
     else:
         if not isinstance(source, list):
             raise OwpInputError(
-                "a results file must be a JSON list of {image_id, bbox, score}", path=name
+                "a results file must be a JSON list of {image_id, bbox, score} (or owp predict's "
+                "COCO document)",
+                path=name,
             )
         columns = _columns(source, with_category=with_category)
         if columns is None:

@@ -8,7 +8,8 @@ are ``body.*`` and ``fpn.*``: P3-P7 with a
 ``fcos_resnet50_fpn().backbone``, or P2-P6 with
 :class:`~torchvision.ops.feature_pyramid_network.LastLevelMaxPool` as in
 ``fasterrcnn_resnet50_fpn().backbone``; their checkpoints load unchanged. Pretrained ImageNet
-trunks are read from disk only: nothing is ever downloaded.
+trunks are fetched as torchvision fetches them (:mod:`owp.models.weights`: downloaded into the
+torch hub cache on first use unless ``OWP_OFFLINE=1``) or read from a local file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from owp.errors import OwpInputError
 from owp.models.freezing import freeze_batch_norm
+from owp.models.weights import fetch_weights
 
 RESNET_DEPTHS: tuple[int, ...] = (18, 34, 50, 101)
 NORMS: tuple[str, ...] = ("auto", "frozen", "batch")
@@ -86,10 +87,12 @@ def resnet_fpn_backbone(
         depth: ResNet depth, one of :data:`RESNET_DEPTHS`.
         out_channels: channels of every pyramid level.
         weights_backbone: ``None`` for random initialisation; a torchvision weights name such
-            as ``"IMAGENET1K_V1"`` or ``"ResNet50_Weights.IMAGENET1K_V1"`` whose file is already
-            in the torch hub cache (``<torch.hub.get_dir()>/checkpoints/``); or the path of a
-            local trunk state dict (optionally under a ``"model"`` or ``"state_dict"`` key;
-            ``fc.*`` entries are ignored, every other trunk key must match).
+            as ``"IMAGENET1K_V1"`` or ``"ResNet50_Weights.IMAGENET1K_V1"``, read from the torch
+            hub cache (``<torch.hub.get_dir()>/checkpoints/``) and downloaded there on first
+            use unless ``OWP_OFFLINE=1`` (:func:`owp.models.weights.fetch_weights`); or the
+            path of a local trunk state dict (optionally under a ``"model"`` or
+            ``"state_dict"`` key; ``fc.*`` entries are ignored, every other trunk key must
+            match).
         trainable_layers: how many trunk stages train, counted from the top: 0 freezes the
             whole trunk, 1 trains ``layer4``, ..., 4 adds ``layer1``, 5 adds the stem
             (``conv1``). The FPN always trains. ``None``: 3 with pretrained weights, 5 without
@@ -102,7 +105,7 @@ def resnet_fpn_backbone(
 
     Raises:
         OwpInputError: bad depth, channel count or ``trainable_layers``; unknown weights name;
-            a weights file that is missing from the cache, unreadable or not a matching trunk.
+            weights neither cached nor downloadable; a file unreadable or not a matching trunk.
     """
     if depth not in _BUILDERS:
         choices = ", ".join(map(str, RESNET_DEPTHS))
@@ -169,18 +172,11 @@ def backbone_for(config: Any, *, levels: str = "p3-p7") -> BackboneWithFPN:
 
 
 def _weights_file(depth: int, weights_backbone: str | Path) -> Path:
-    """The file holding ``weights_backbone``: a path as given, or a cached torchvision file."""
+    """The file holding ``weights_backbone``: a path as given, or the torch hub cache's file of
+    the torchvision weights (downloaded on first use)."""
     if isinstance(weights_backbone, Path) or not _ENUM_NAME.match(weights_backbone):
         return Path(weights_backbone)
-    weights = _resolve_weights(depth, weights_backbone)
-    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-    if not file.is_file():
-        raise OwpInputError(
-            f"weights {type(weights).__name__}.{weights.name} are not in the torch hub cache and "
-            f"nothing is downloaded; fetch {weights.url} and place it at this path",
-            path=file,
-        )
-    return file
+    return fetch_weights(_resolve_weights(depth, weights_backbone))
 
 
 def _resolve_weights(depth: int, name: str) -> WeightsEnum:

@@ -2,8 +2,8 @@
 
 Plain functions and dataclasses, no string registry of callables: each name maps to a
 :class:`ModelSpec` — a model class, its config dataclass and the overrides the name applies.
-Every model is built with random weights unless ``weights_backbone`` names local weights;
-nothing is downloaded.
+Every model is built with random weights unless ``weights_backbone`` names pretrained trunk
+weights (:mod:`owp.models.weights`: fetched into the torch hub cache as torchvision does).
 """
 
 from __future__ import annotations

@@ -199,6 +199,7 @@ class FCOSOWP(nn.Module):
         "backbone": ("backbone.",),
         "classification": ("head.classification_head.",),
         "localization": ("head.regression_head.",),
+        "objectness": ("head.regression_head.bbox_ctrness.", "head.regression_head.bbox_iou."),
     }
     LOSS_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
         "classification": ("classification",),

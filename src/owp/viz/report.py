@@ -298,7 +298,10 @@ def _run_section(
     }
     strict = metrics["strict"]
     columns = recall_columns(strict)
-    rows = [{"protocol": p, **m, "novel objects": m["num_gt"]} for p, m in metrics.items()]
+    rows = [
+        {**m, "protocol": m["protocol_label"], "novel objects": m["num_gt"]}
+        for m in metrics.values()
+    ]
     parts = [
         f'<section class="run" id="{anchor}"><h2>Run {html.escape(run.name)}</h2>',
         f"<p>{_run_summary(run)}</p>",
