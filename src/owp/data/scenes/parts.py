@@ -19,7 +19,9 @@ Polygon = tuple[np.ndarray, bool]
 Part = list[Polygon]
 
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, start: float = 0.0, stop: float = 360.0):
+def _ellipse(
+    cx: float, cy: float, rx: float, ry: float, start: float = 0.0, stop: float = 360.0
+) -> np.ndarray:
     """Polygon of an ellipse (or of its arc from start to stop degrees, closed by a chord)."""
     angles = np.radians(np.linspace(start, stop, 40, endpoint=stop - start < 360))
     return np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], axis=1)

@@ -6,8 +6,9 @@ with its own colour and texture (:mod:`~owp.data.scenes.textures`). Per object: 
 gradient, sometimes a soft shadow, sometimes blurred edges, and one of three appearances:
 ``normal``, ``low-contrast`` (parts coloured near the local background) or ``camouflage``
 (some parts filled with the background's own texture from elsewhere in the image). Then camera
-blur, noise and JPEG (:mod:`~owp.data.scenes.camera`). Object sizes follow COCO's mix by visible
-area (about 41 % small < 32², 34 % medium, 24 % large > 96² at 320 px).
+blur, noise and JPEG (:mod:`~owp.data.scenes.camera`). Object sizes follow COCO's mix relative
+to the image: at 640 px about 41 % small < 32², 34 % medium and 24 % large > 96² by visible
+area; at 320 px the same objects at half the side.
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ NOVEL_FAMILIES: tuple[str, ...] = tuple(NOVEL_BUILDERS)
 FAMILIES: tuple[str, ...] = BASE_FAMILIES + NOVEL_FAMILIES
 
 _REFERENCE_SIZE = 320
-# Probability of each size bucket and the range of sqrt(full mask area) at 320 px. Large objects
-# are drawn more often than COCO's 24 % because occlusion moves some into medium; medium and
-# large stay near their lower edges because a 320-px image is a quarter of a COCO image, and a
-# window grid covers objects of COCO's absolute sizes far more densely there (the calibration,
-# docs/decisions.md).
+# Probability of each size bucket and the range of sqrt(full mask area) on a 640-px image,
+# COCO's size: objects keep COCO's size *relative to the image* at every image size, so a 640-px
+# set has COCO's absolute mix (about 41 % small, 34 % medium, 24 % large by visible area) and a
+# 320-px set the same objects at half the side. Relative size is what sets the no-learning
+# floors (docs/decisions.md, issue 23).
 _SIZE_BUCKETS: tuple[tuple[float, float, float], ...] = (
-    (0.38, 9.0, 31.0),
-    (0.28, 33.0, 70.0),
-    (0.34, 97.0, 118.0),
+    (0.41, 9.0, 31.0),
+    (0.34, 33.0, 96.0),
+    (0.25, 97.0, 160.0),
 )
+_SIZE_REFERENCE = 640
 _APPEARANCES: tuple[str, ...] = ("normal", "low-contrast", "camouflage")
 _APPEARANCE_P: tuple[float, ...] = (0.5, 0.3, 0.2)
 # Small (distant) objects are more often faint, as in photos.
@@ -57,7 +59,7 @@ def render_photo(config: SceneSettings, image_id: int) -> tuple[np.ndarray, list
     spread = config.max_objects - config.min_objects
     count = config.min_objects + min(spread, int(rng.poisson(0.4 * spread)))
     families = _pick_families(rng, count)
-    sides = [_sample_side(rng, scale) for _ in families]
+    sides = [_sample_side(rng, size / _SIZE_REFERENCE) for _ in families]
     jitter = rng.uniform(0.8, 1.25, size=count)
     order = sorted(range(count), key=lambda i: -sides[i] * jitter[i])
     labels = np.zeros((size, size), dtype=np.int16)
@@ -80,7 +82,8 @@ def _pick_families(rng: np.random.Generator, count: int) -> list[str]:
 
 
 def _sample_side(rng: np.random.Generator, scale: float) -> float:
-    """Square root of the target mask area, drawn from the size buckets."""
+    """Square root of the target mask area, drawn from the size buckets (``scale``: the image
+    side over 640)."""
     weights = [bucket[0] for bucket in _SIZE_BUCKETS]
     _, low, high = _SIZE_BUCKETS[int(rng.choice(len(_SIZE_BUCKETS), p=weights))]
     return max(6.0, float(np.exp(rng.uniform(np.log(low), np.log(high)))) * scale)
