@@ -89,12 +89,12 @@ def main() -> None:
     else:
         print(f"note: {args.coco} not found, real-image column skipped")
     names = list(columns)
-    header = f"{'novel AR (%), strict':<28}" + "".join(f"{name:>30}" for name in names)
-    print(header)
+    width = max(len(name) for name in names) + 3
+    print(f"{'novel AR (%), strict':<28}" + "".join(f"{name:>{width}}" for name in names))
     for label, _ in METHODS:
         for k in BUDGETS:
             row = f"{label + f' AR@{k}':<28}"
-            row += "".join(f"{columns[name][label][k]:>30.1f}" for name in names)
+            row += "".join(f"{columns[name][label][k]:>{width}.1f}" for name in names)
             print(row)
 
 

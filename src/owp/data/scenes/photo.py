@@ -41,7 +41,7 @@ _SIZE_BUCKETS: tuple[tuple[float, float, float], ...] = (
 )
 _SIZE_REFERENCE = 640
 _APPEARANCES: tuple[str, ...] = ("normal", "low-contrast", "camouflage")
-_APPEARANCE_P: tuple[float, ...] = (0.5, 0.3, 0.2)
+_APPEARANCE_P: tuple[float, ...] = (0.45, 0.33, 0.22)
 # Small (distant) objects are more often faint, as in photos.
 _SMALL_APPEARANCE_P: tuple[float, ...] = (0.35, 0.45, 0.2)
 _GROUP_P = 0.3

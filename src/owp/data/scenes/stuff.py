@@ -79,7 +79,7 @@ def stuff_background(rng: np.random.Generator, size: int, scale: float) -> np.nd
 def add_clutter(rng: np.random.Generator, canvas: np.ndarray, scale: float) -> None:
     """Draw non-object clutter in place: irregular textured blobs, sticks and specks."""
     size = canvas.shape[0]
-    for _ in range(int(rng.integers(8, 24))):
+    for _ in range(int(rng.integers(10, 30))):
         extent = max(4, int(rng.uniform(6, 60) * scale))
         x0, y0 = (int(v) for v in rng.integers(-extent // 2, size - extent // 2, size=2))
         blob = fractal_noise(rng, extent, extent, 3, octaves=3)
