@@ -822,6 +822,14 @@ def _add_data_commands(commands) -> None:
         help="fraction of base objects left unlabelled in train (default 0.15)",
     )
     synth.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image file format")
+    synth.add_argument(
+        "--style",
+        choices=("flat", "photo"),
+        default="flat",
+        help="scene style: flat (the first generator's flat-coloured shapes, reproduced byte for "
+        "byte; default) or photo (multi-part textured objects on stuff backgrounds with camera "
+        "effects, calibrated so that no-learning floors score as on real images)",
+    )
     synth.add_argument("--force", action="store_true", help="overwrite an existing dataset")
     synth.set_defaults(handler=_run_data_synth)
 
@@ -1168,6 +1176,7 @@ def _run_data_synth(args: argparse.Namespace) -> None:
         seed=args.seed,
         unannotated_base_fraction=args.unannotated_base_fraction,
         image_format=args.format,
+        style=args.style,
     )
     out = generate_synthetic_dataset(args.out, config, force=args.force, progress=True)
     print(f"wrote {args.train} train + {args.val} val images to {out}")
