@@ -38,6 +38,7 @@ RANDOM_CASES_PER_FAMILY = 2
 
 # ``frozen`` freezes localization: a class-agnostic model has nothing left (tested below).
 CLASS_AGNOSTIC_RECIPES = [r for r in RECIPES if not r.startswith("frozen")]
+TWO_STAGE_RECIPES = [r for r in RECIPES if r != "objectness"]  # FCOS-OWP's branches only
 
 _FCOS_BASE = {
     "out_channels": 16,
@@ -86,7 +87,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], dict[str, list[Any]]]] = {
             "scoring": ["rpn", "roi"],
             "backbone_norm": ["batch", "frozen"],
             "trainable_layers": [None, 2],
-            "recipe": CLASS_AGNOSTIC_RECIPES,
+            "recipe": [r for r in CLASS_AGNOSTIC_RECIPES if r in TWO_STAGE_RECIPES],
         },
     ),
     "oln": (
@@ -96,7 +97,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], dict[str, list[Any]]]] = {
             "scoring": ["oln", "rpn", "iou"],
             "backbone_norm": ["batch", "frozen"],
             "trainable_layers": [None, 2],
-            "recipe": CLASS_AGNOSTIC_RECIPES,
+            "recipe": [r for r in CLASS_AGNOSTIC_RECIPES if r in TWO_STAGE_RECIPES],
         },
     ),
     "double_head": (
@@ -107,7 +108,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], dict[str, list[Any]]]] = {
             "scoring": ["cls", "rpn", "roi"],
             "backbone_norm": ["batch", "frozen"],
             "trainable_layers": [None, 2],
-            "recipe": list(RECIPES),
+            "recipe": TWO_STAGE_RECIPES,
         },
     ),
 }
@@ -159,7 +160,9 @@ def _cases() -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
         bad = [o for o in every if not model_is_valid(family, o)]
         # Greedy cover: each pick holds the most (option, value) pairs not seen yet (random
         # among the best), until every value of every option is in some case.
-        uncovered = {(k, repr(v)) for k, values in space.items() for v in values}
+        uncovered = {(k, repr(v)) for o in good for k, v in o.items()}
+        never = {(k, repr(v)) for k, values in space.items() for v in values} - uncovered
+        assert not never, f"{family}: no valid case holds {sorted(never)}"
         chosen: list[dict] = []
         while uncovered:
             gain = [len(uncovered & {(k, repr(v)) for k, v in o.items()}) for o in good]
