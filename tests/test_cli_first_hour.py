@@ -19,7 +19,7 @@ from PIL import Image
 
 from owp.cli import main
 from owp.config import apply_overrides, load_config_file, load_preset
-from owp.data.splits import COCO_VOC_BASE_IDS
+from owp.data.splits import COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.study import plan_runs
 
@@ -214,7 +214,8 @@ def _tiny_coco_folder(folder: Path) -> Path:
     images = folder / "images"
     images.mkdir(parents=True)
     ids = [*COCO_VOC_BASE_IDS, 8, 10, 11]
-    categories = [{"id": i, "name": f"c{i}", "supercategory": "thing"} for i in ids]
+    names = dict(zip(COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES, strict=True))
+    categories = [{"id": i, "name": names.get(i, f"c{i}"), "supercategory": "thing"} for i in ids]
     for part, offset in (("train", 0), ("val", 100)):
         entries, annotations = [], []
         for n in range(4):

@@ -301,7 +301,9 @@ def test_two_steps_change_exactly_what_the_recipe_trains(case, tmp_path):
 def _localization_outputs(model: torch.nn.Module, image: torch.Tensor) -> dict:
     """Eval outputs under a scoring that reads no classifier (the model's own otherwise)."""
     config = model.postprocess_config
-    if config.scoring.startswith("cls"):
+    # Double-Head's "roi" is its classifier's best foreground probability.
+    roi_of_a_classifier = config.scoring == "roi" and model.config.num_classes is not None
+    if config.scoring.startswith("cls") or roi_of_a_classifier:
         if hasattr(model.config, "objectness"):
             agnostic = "iou" if "iou" in model.config.objectness else "centerness"
         else:

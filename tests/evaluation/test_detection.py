@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import io
+import json
 
 import pytest
 from pycocotools.coco import COCO
@@ -70,7 +71,7 @@ def test_detections_need_known_category_ids():
         evaluate_detections(gt, detections, SplitSpec("none", base=(), novel=None))
 
 
-def test_class_agnostic_proposals_are_refused_in_one_line() -> None:
+def test_class_agnostic_proposals_are_refused_in_one_line(tmp_path) -> None:
     gt = {
         "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
         "annotations": [
@@ -86,8 +87,12 @@ def test_class_agnostic_proposals_are_refused_in_one_line() -> None:
         for box in ([0, 0, 20, 20], [50, 50, 20, 20])
     ]
     split = SplitSpec("both", base=(1, 2), novel=())
+    path = tmp_path / "proposals.json"
+    path.write_text(json.dumps(proposals))
     with pytest.raises(OwpInputError, match="class-agnostic proposals have no AP") as info:
-        evaluate_detections(gt, proposals, split)
+        evaluate_detections(gt, path, split)
     assert "category_id 1 (person)" in str(info.value)
+    # A model's own output in memory is scored as it is (a weak classifier may say one class).
+    assert evaluate_detections(gt, proposals, split)["AP"] < 1.0
     labelled = [{**proposals[0]}, {**proposals[1], "category_id": 2}]
     assert evaluate_detections(gt, labelled, split)["AP"] == pytest.approx(1.0)

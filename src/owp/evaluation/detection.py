@@ -72,7 +72,8 @@ def evaluate_detections(
         "annotations": [a for a in dataset["annotations"] if a["category_id"] in base],
         "categories": [c for c in dataset["categories"] if c["id"] in base],
     }
-    _refuse_class_agnostic(results, dataset, base, name)
+    if isinstance(detections, str | Path):  # a file: a model's own output is what it is
+        _refuse_class_agnostic(results, dataset, base, name)
     kept = [r for r in results if r["category_id"] in base]
     num_gt = sum(1 for a in base_gt["annotations"] if not a["iscrowd"])
     info = {"split": split.name, "num_images": len(dataset["images"]), "num_gt": num_gt}
@@ -96,9 +97,9 @@ def evaluate_detections(
 def _refuse_class_agnostic(
     results: Results, dataset: Mapping[str, Any], base: set[int], name: str | Path
 ) -> None:
-    """Refuse, in one line, detections that all carry one category while the ground truth has
-    several base classes: class-agnostic proposals (``category_id`` 1, "object", which is
-    COCO's person) would otherwise score a silent AP of about 0."""
+    """Refuse, in one line, a detection file whose results all carry one category while the
+    ground truth has several base classes: class-agnostic proposals (``category_id`` 1,
+    "object", which is COCO's person) would otherwise score a silent AP of about 0."""
     labelled = {r["category_id"] for r in results}
     present = {a["category_id"] for a in dataset["annotations"] if a["category_id"] in base}
     if len(labelled) != 1 or len(present) < 2:
