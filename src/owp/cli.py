@@ -750,14 +750,20 @@ def _add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str
         "`owp data stats` finds it)",
     )
     _add_part_argument(parser)
-    parser.add_argument(results_flag, required=True, type=Path, help="COCO results JSON")
+    parser.add_argument(
+        results_flag,
+        required=True,
+        type=Path,
+        help="COCO results JSON (or the predictions.json of owp predict --format coco)",
+    )
     parser.add_argument("--split", required=True, help="coco-voc, lvis-v1, all, or a split file")
     parser.add_argument(
         "--engine",
         choices=("owp", "faster-coco-eval", "pycocotools"),
         default="owp",
         help="owp: the vectorised matcher for recall, faster-coco-eval for AP (default); "
-        "faster-coco-eval, pycocotools: COCOeval itself (the slower references; same numbers)",
+        "faster-coco-eval, pycocotools: COCOeval itself (the slower references; same numbers; "
+        "the oln protocol runs on owp or pycocotools)",
     )
     parser.add_argument("--out", type=Path, help="metrics JSON to write")
 
