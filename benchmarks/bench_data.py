@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from owp.data.splits import COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES
+
 COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
 SIZES = {
     "coco": {"images": 118_287, "annotations": 863_867, "categories": COCO_IDS, "lvis": False},
@@ -155,9 +157,16 @@ def write_instances(
             )
         f.write('], "categories": [')
         f.write(
-            ", ".join(f'{{"id": {c}, "name": "c{c}", "supercategory": "s"}}' for c in categories)
+            ", ".join(
+                f'{{"id": {c}, "name": "{VOC_NAMES.get(int(c), f"c{c}")}", "supercategory": "s"}}'
+                for c in categories
+            )
         )
         f.write("]}")
+
+
+VOC_NAMES = dict(zip(COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES, strict=True))
+"""COCO's names of the VOC ids: the coco-voc split checks that the data names them so."""
 
 
 def measure(path: Path, split: str) -> dict:
