@@ -62,3 +62,29 @@ def visible_objects(
         )
         objects.append(SceneObject(family, bbox, visible, round(visible / full, 4)))
     return objects
+
+
+def pick_families(
+    rng: np.random.Generator, count: int, base: Sequence[str], novel: Sequence[str]
+) -> list[str]:
+    """Families of one image, drawn from ``base + novel``: at least one base and one novel
+    when ``count >= 2``, in a random order."""
+    every = [*base, *novel]
+    families = [every[int(i)] for i in rng.integers(len(every), size=count)]
+    if count >= 2:
+        families[0] = base[int(rng.integers(len(base)))]
+        families[1] = novel[int(rng.integers(len(novel)))]
+    return [families[int(i)] for i in rng.permutation(count)]
+
+
+def sample_side(
+    rng: np.random.Generator,
+    buckets: Sequence[tuple[float, float, float]],
+    scale: float,
+    minimum: float,
+) -> float:
+    """Square root of a target mask area: a ``(weight, low, high)`` bucket drawn by weight,
+    a log-uniform side in it, times ``scale``, at least ``minimum`` pixels."""
+    weights = [bucket[0] for bucket in buckets]
+    _, low, high = buckets[int(rng.choice(len(buckets), p=weights))]
+    return max(minimum, float(np.exp(rng.uniform(np.log(low), np.log(high)))) * scale)

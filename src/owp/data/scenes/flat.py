@@ -13,7 +13,13 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from owp.data.scenes.common import SceneObject, SceneSettings, visible_objects
+from owp.data.scenes.common import (
+    SceneObject,
+    SceneSettings,
+    pick_families,
+    sample_side,
+    visible_objects,
+)
 
 BASE_FAMILIES: tuple[str, ...] = (
     "disc",
@@ -68,8 +74,8 @@ def render_flat(config: SceneSettings, image_id: int) -> tuple[np.ndarray, list[
     scale = size / _REFERENCE_SIZE
     canvas = _background(rng, size, scale)
     count = int(rng.integers(config.min_objects, config.max_objects + 1))
-    families = _pick_families(rng, count)
-    sides = [_sample_side(rng, scale) for _ in families]
+    families = pick_families(rng, count, BASE_FAMILIES, NOVEL_FAMILIES)
+    sides = [sample_side(rng, _SIZE_BUCKETS, scale, 8.0) for _ in families]
     jitter = rng.uniform(0.7, 1.3, size=count)
     order = sorted(range(count), key=lambda i: -sides[i] * jitter[i])
     labels = np.zeros((size, size), dtype=np.int16)
@@ -81,22 +87,6 @@ def render_flat(config: SceneSettings, image_id: int) -> tuple[np.ndarray, list[
     _finish(rng, canvas, scale)
     objects = visible_objects(labels, drawn)
     return np.clip(canvas, 0, 255).astype(np.uint8), objects
-
-
-def _pick_families(rng: np.random.Generator, count: int) -> list[str]:
-    """Families of one image: at least one base and one novel when count >= 2."""
-    families = [SHAPE_FAMILIES[int(i)] for i in rng.integers(len(SHAPE_FAMILIES), size=count)]
-    if count >= 2:
-        families[0] = BASE_FAMILIES[int(rng.integers(len(BASE_FAMILIES)))]
-        families[1] = NOVEL_FAMILIES[int(rng.integers(len(NOVEL_FAMILIES)))]
-    return [families[int(i)] for i in rng.permutation(count)]
-
-
-def _sample_side(rng: np.random.Generator, scale: float) -> float:
-    """Square root of the target mask area, drawn from the COCO size buckets."""
-    weights = [bucket[0] for bucket in _SIZE_BUCKETS]
-    _, low, high = _SIZE_BUCKETS[int(rng.choice(len(_SIZE_BUCKETS), p=weights))]
-    return max(8.0, float(np.exp(rng.uniform(np.log(low), np.log(high)))) * scale)
 
 
 def _coords(height: int, width: int, angle: float) -> np.ndarray:

@@ -19,7 +19,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from owp.data.scenes.camera import camera
-from owp.data.scenes.common import SceneObject, SceneSettings, visible_objects
+from owp.data.scenes.common import (
+    SceneObject,
+    SceneSettings,
+    pick_families,
+    sample_side,
+    visible_objects,
+)
 from owp.data.scenes.parts import BASE_BUILDERS, NOVEL_BUILDERS, part_map
 from owp.data.scenes.stuff import add_clutter, stuff_background
 from owp.data.scenes.textures import PATTERNS, along, natural_colour, near_colour, texture
@@ -58,8 +64,8 @@ def render_photo(config: SceneSettings, image_id: int) -> tuple[np.ndarray, list
     add_clutter(rng, canvas, scale)
     spread = config.max_objects - config.min_objects
     count = config.min_objects + min(spread, int(rng.poisson(0.4 * spread)))
-    families = _pick_families(rng, count)
-    sides = [_sample_side(rng, size / _SIZE_REFERENCE) for _ in families]
+    families = pick_families(rng, count, BASE_FAMILIES, NOVEL_FAMILIES)
+    sides = [sample_side(rng, _SIZE_BUCKETS, size / _SIZE_REFERENCE, 6.0) for _ in families]
     jitter = rng.uniform(0.8, 1.25, size=count)
     order = sorted(range(count), key=lambda i: -sides[i] * jitter[i])
     labels = np.zeros((size, size), dtype=np.int16)
@@ -70,23 +76,6 @@ def render_photo(config: SceneSettings, image_id: int) -> tuple[np.ndarray, list
         if placed is not None:
             drawn.append((families[index], *placed))
     return camera(rng, canvas, scale), visible_objects(labels, drawn)
-
-
-def _pick_families(rng: np.random.Generator, count: int) -> list[str]:
-    """Families of one image: at least one base and one novel when count >= 2."""
-    families = [FAMILIES[int(i)] for i in rng.integers(len(FAMILIES), size=count)]
-    if count >= 2:
-        families[0] = BASE_FAMILIES[int(rng.integers(len(BASE_FAMILIES)))]
-        families[1] = NOVEL_FAMILIES[int(rng.integers(len(NOVEL_FAMILIES)))]
-    return [families[int(i)] for i in rng.permutation(count)]
-
-
-def _sample_side(rng: np.random.Generator, scale: float) -> float:
-    """Square root of the target mask area, drawn from the size buckets (``scale``: the image
-    side over 640)."""
-    weights = [bucket[0] for bucket in _SIZE_BUCKETS]
-    _, low, high = _SIZE_BUCKETS[int(rng.choice(len(_SIZE_BUCKETS), p=weights))]
-    return max(6.0, float(np.exp(rng.uniform(np.log(low), np.log(high)))) * scale)
 
 
 def _place(
