@@ -13,7 +13,7 @@ import pytest
 from owp.cli import main
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.evaluation.proposals import evaluate_proposals
-from owp.evaluation.report import format_value
+from owp.evaluation.tables import format_value
 from owp.viz.report import STATUSES, evaluate_run, gallery_marks, write_report
 
 TINY = (

@@ -44,11 +44,12 @@ from owp.data.coco import image_path, read_coco_json
 from owp.data.images import read_rgb
 from owp.data.locate import locate, locate_split, run_data
 from owp.data.splits import ClassSplit, resolve_split
-from owp.engine.study import CURVE_BUDGET, IOU_THRESHOLDS, recall_per_iou, scores_by_match
+from owp.engine.study import CURVE_BUDGET, recall_per_iou, scores_by_match
 from owp.errors import OwpInputError
+from owp.evaluation.matching import IOU_THRESHOLDS
 from owp.evaluation.proposals import PROTOCOLS, category_budget, evaluate_proposals
-from owp.evaluation.report import format_value, recall_columns
 from owp.evaluation.results import Results, read_results
+from owp.evaluation.tables import format_value, recall_columns
 from owp.viz.plots import (
     plot_per_category,
     plot_recall_vs_iou,
