@@ -725,7 +725,7 @@ def _add_report_command(commands) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    from owp.viz.report import write_report
+    from owp.workflows.report import write_report
 
     _check_folder_path(args.out)
     path = write_report(

@@ -14,7 +14,9 @@ from owp.cli import main
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.evaluation.proposals import evaluate_proposals
 from owp.evaluation.tables import format_value
-from owp.viz.report import STATUSES, evaluate_run, gallery_marks, write_report
+from owp.workflows.report import write_report
+from owp.workflows.report.gallery import STATUSES, gallery_marks
+from owp.workflows.report.runs import evaluate_run
 
 TINY = (
     "train.max_iters=3",
