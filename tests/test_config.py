@@ -132,3 +132,45 @@ def test_bad_model_options_are_refused_when_built(options, message):
 
     with pytest.raises(OwpInputError, match=message):
         create_model("fcos_owp_tiny", **options)
+
+
+def test_a_config_file_builds_on_its_base_files(tmp_path):
+    """detectron2's rule: bases relative to the file naming them, read first (recursively, in
+    the order listed); mappings merge key by key, other values (lists too) are replaced."""
+    (tmp_path / "bases").mkdir()
+    (tmp_path / "bases" / "schedule.yaml").write_text(
+        "train: {max_iters: 50, steps: [10, 20], batch_size: 2}\neval: {max_dets: [10, 100]}\n"
+    )
+    (tmp_path / "bases" / "model.yaml").write_text(
+        "_base_: schedule.yaml\nmodel: {name: fcos_owp_tiny, scoring: iou, num_classes: 3}\n"
+        "train: {batch_size: 4}\n"
+    )
+    (tmp_path / "other.yaml").write_text("train: {batch_size: 6, warmup_iters: 5}\n")
+    (tmp_path / "run.yaml").write_text(
+        "_base_: [bases/model.yaml, other.yaml]\ndescription: mine\n"
+        "model: {scoring: geomean}\ntrain: {steps: [30]}\n"
+    )
+    config = load_config_file(tmp_path / "run.yaml")
+    assert config.description == "mine"
+    assert config.model.name == "fcos_owp_tiny"
+    assert config.model.options == {"scoring": "geomean", "num_classes": 3}
+    train = config.train
+    assert (train.max_iters, train.steps, train.batch_size, train.warmup_iters) == (50, (30,), 6, 5)
+    assert config.eval.max_dets == (10, 100)
+
+
+def test_base_files_that_loop_are_missing_or_malformed_are_refused_in_one_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: ./a.yaml\n")
+    with pytest.raises(OwpInputError, match=r"cycle: .*a\.yaml -> .*b\.yaml -> .*a\.yaml$"):
+        load_config_file(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("_base_: [absent.yaml]\n")
+    with pytest.raises(OwpInputError, match=r"c\.yaml: cannot read _base_ file .*absent\.yaml"):
+        load_config_file(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("_base_: {model: 1}\n")
+    with pytest.raises(OwpInputError, match="_base_ must name a YAML file or list of them"):
+        load_config_file(tmp_path / "d.yaml")
+    (tmp_path / "e.yaml").write_text("_base_: c.yaml\n")
+    with pytest.raises(OwpInputError) as caught:
+        load_config_file(tmp_path / "e.yaml")
+    assert "\n" not in str(caught.value)

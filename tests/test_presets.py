@@ -8,9 +8,12 @@ built (cheap); the ResNet-50 ones are validated as configs only.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from functools import cache
+from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +80,30 @@ def dataset(name: str) -> str:
     return {"coco-voc-": "coco-voc", "lvis-": "lvis-v1", "synth-": "synthetic"}[
         re.match(r"coco-voc-|lvis-|synth-", name).group(0)
     ]
+
+
+RESOLVED = Path(__file__).with_name("presets_resolved.json")
+"""Every preset's description and resolved config (``RunConfig.to_dict``) as the flat preset
+folder gave them before the presets were split into families and ``_base_`` files. A preset
+changed on purpose is updated there with ``{"description": ..., "config": ...}`` of its
+new resolution."""
+
+
+def test_every_preset_resolves_to_its_recorded_config():
+    recorded = json.loads(RESOLVED.read_text())
+    assert list_presets() == {name: entry["description"] for name, entry in recorded.items()}
+    for name, entry in recorded.items():
+        assert json.loads(json.dumps(preset(name).to_dict())) == entry["config"], name
+
+
+def test_every_yaml_file_outside_the_bases_is_one_preset():
+    root = Path(str(resources.files("owp.presets")))
+    folders = {p.relative_to(root).parent for p in root.rglob("*.yaml")}
+    assert folders == {Path("."), Path("_base"), Path("synth"), Path("coco-voc"), Path("lvis")}
+    files = [
+        p.stem for p in root.rglob("*.yaml") if p.name != "groups.yaml" and p.parent.name != "_base"
+    ]
+    assert sorted(files) == PRESETS  # no name twice, no base listed
 
 
 def test_the_paper_presets_and_groups_are_shipped():

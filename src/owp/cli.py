@@ -725,7 +725,7 @@ def _add_report_command(commands) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    from owp.viz.report import write_report
+    from owp.workflows.report import write_report
 
     _check_folder_path(args.out)
     path = write_report(
@@ -1152,7 +1152,7 @@ def _run_models(args: argparse.Namespace) -> None:
 
 def _print_scorings(metrics: dict, extras: list[str]) -> None:
     """Novel AR of each scoring of one evaluation (``metrics`` of evaluate_model), one row each."""
-    from owp.evaluation.report import metrics_table
+    from owp.evaluation.tables import metrics_table
 
     columns = [k for k in metrics if k.startswith("AR")]
     rows = [{"scoring": metrics["scoring"], **{k: metrics[k] for k in columns}}]
@@ -1165,7 +1165,7 @@ def _print_scorings(metrics: dict, extras: list[str]) -> None:
 
 
 def _print_run_metrics(metrics: dict, title: str) -> None:
-    from owp.evaluation.report import metrics_table
+    from owp.evaluation.tables import metrics_table
 
     columns = [k for k in metrics if k.startswith(("AR", "AP"))]
     if columns:
@@ -1292,7 +1292,7 @@ def _run_propose_baseline(args: argparse.Namespace) -> None:
 
 def _run_eval_proposals(args: argparse.Namespace) -> None:
     from owp.evaluation.proposals import check_max_dets, evaluate_conventions, evaluate_proposals
-    from owp.evaluation.report import metrics_table, recall_columns
+    from owp.evaluation.tables import metrics_table, recall_columns
 
     max_dets = check_max_dets(args.max_dets)
     _check_output_file(args.out)
@@ -1336,7 +1336,7 @@ def _run_eval_proposals(args: argparse.Namespace) -> None:
 
 def _report_per_category(rows: list[dict], out: Path | None) -> None:
     """Print the per-category table (sorted by AR) and, beside ``out``, draw its bar plot."""
-    from owp.evaluation.report import metrics_table
+    from owp.evaluation.tables import metrics_table
 
     columns = ["name", "category_id", "count", *(k for k in rows[0] if k.startswith(("R", "A")))]
     title = "per-category recall (%), strict protocol on each class's objects alone"
@@ -1351,7 +1351,7 @@ def _report_per_category(rows: list[dict], out: Path | None) -> None:
 
 def _run_eval_detections(args: argparse.Namespace) -> None:
     from owp.evaluation.detection import evaluate_detections
-    from owp.evaluation.report import metrics_table
+    from owp.evaluation.tables import metrics_table
 
     _check_output_file(args.out)
     metrics = evaluate_detections(

@@ -1,19 +1,21 @@
 """Run configuration: typed dataclasses, YAML presets and files, ``--set key=value`` overrides.
 
 A run is described by :class:`RunConfig` = ``model`` + ``data`` + ``train`` + ``eval``. It is
-built from a shipped preset (``presets/NAME.yaml``) or a YAML file, then dotted overrides
-(``train.max_iters=200``, ``model.scoring=geomean``); the resolved config is saved in the run
-folder and inside every checkpoint.
+built from a shipped preset (``presets/<family>/NAME.yaml``) or a YAML file (either may build on
+``_base_`` files: :func:`read_yaml_with_bases`), then dotted overrides (``train.max_iters=200``,
+``model.scoring=geomean``); the resolved config is saved in the run folder and every checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any, get_type_hints
 
 import yaml
@@ -136,29 +138,88 @@ class RunConfig:
 
 def list_presets() -> dict[str, str]:
     """Shipped preset name -> its one-line description."""
-    folder = resources.files("owp.presets")
-    names = sorted(
-        p.name[: -len(".yaml")]
-        for p in folder.iterdir()
-        if p.name.endswith(".yaml") and p.name != "groups.yaml"
-    )
-    return {
-        name: str(
-            _read_yaml_text(folder.joinpath(f"{name}.yaml").read_text(), name).get(
-                "description", ""
-            )
-        )
-        for name in names
-    }
+    files = _preset_files()
+    return {name: str(_preset_data(path).get("description", "")) for name, path in files.items()}
 
 
 def load_preset(name: str) -> RunConfig:
-    """The shipped preset ``name`` (see :func:`list_presets`)."""
-    presets = list_presets()
-    if name not in presets:
-        raise OwpInputError(f"unknown preset {name!r}; available: {', '.join(presets)}")
-    text = resources.files("owp.presets").joinpath(f"{name}.yaml").read_text()
-    return config_from_dict(_read_yaml_text(text, f"preset {name}"), f"preset {name}")
+    """The shipped preset ``name`` (see :func:`list_presets`), its ``_base_`` files merged in."""
+    files = _preset_files()
+    if name not in files:
+        raise OwpInputError(f"unknown preset {name!r}; available: {', '.join(files)}")
+    return config_from_dict(_preset_data(files[name]), f"preset {name}")
+
+
+def _preset_files() -> dict[str, str]:
+    """Preset name (its file's stem) -> its path in the ``owp.presets`` package, by name.
+
+    Every ``.yaml`` file in the package's folders is a preset, except ``groups.yaml`` (the
+    study groups) and the files under folders named ``_*`` (``_base/``: shared blocks).
+    """
+    found: dict[str, str] = {}
+    pending = [(resources.files("owp.presets"), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        for entry in folder.iterdir():
+            path = prefix + entry.name
+            if entry.is_dir() and not entry.name.startswith("_"):
+                pending.append((entry, path + "/"))
+            elif entry.is_file() and path.endswith(".yaml") and path != "groups.yaml":
+                found[entry.name[: -len(".yaml")]] = path
+    return dict(sorted(found.items()))
+
+
+def _preset_data(path: str) -> dict[str, Any]:
+    read = resources.files("owp.presets").joinpath
+    return read_yaml_with_bases(path, lambda name: read(name).read_text(), posixpath)
+
+
+BASE_KEY = "_base_"
+"""The key of a YAML config that names its base file(s) (detectron2's ``_BASE_``)."""
+
+
+def read_yaml_with_bases(
+    path: str, read: Callable[[str], str], paths: ModuleType = os.path, chain: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The mapping of the YAML file ``path`` merged over its ``_base_`` files.
+
+    detectron2's rule: ``_base_`` names a file, or a list of files, relative to the file that
+    names it. Each base is read the same way (its own bases first); bases are merged in the
+    order listed, then the file's own keys over them: mappings key by key (recursively), any
+    other value (lists too) replaced whole. A cycle of bases is refused. ``read`` returns a
+    file's text; ``paths`` is ``os.path`` for files, ``posixpath`` in the presets package.
+    """
+    if path in chain:
+        cycle = " -> ".join((*chain[chain.index(path) :], path))
+        raise OwpInputError(f"{BASE_KEY} files form a cycle: {cycle}")
+    try:
+        text = read(path)
+    except OSError as err:
+        if not chain:
+            raise
+        message = f"cannot read {BASE_KEY} file {path} ({err.strerror})"
+        raise OwpInputError(message, path=chain[-1]) from None
+    data = _read_yaml_text(text, path)
+    bases = data.get(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise OwpInputError(f"{BASE_KEY} must name a YAML file or list of them", path=path)
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = paths.normpath(paths.join(paths.dirname(path), base))
+        merged = _merge(merged, read_yaml_with_bases(base_path, read, paths, (*chain, path)))
+    return _merge(merged, {k: v for k, v in data.items() if k != BASE_KEY})
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base`` (a new dict): mappings merged recursively, others replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def load_config_file(path: str | Path) -> RunConfig:
@@ -167,14 +228,16 @@ def load_config_file(path: str | Path) -> RunConfig:
     Relative paths in it (the ``data`` paths, a ``train.init`` checkpoint) are relative to the
     file's folder, as detectron2 and mmdetection read their configs, and are made absolute here
     (the ``data`` values as written are kept in ``data.as_written``). Presets keep theirs
-    relative to the current folder (``datasets/coco/...``), as do ``--set`` values.
+    relative to the current folder (``datasets/coco/...``), as do ``--set`` values. Paths
+    that come from a ``_base_`` file (:func:`read_yaml_with_bases`) are relative to ``path`` too.
     """
     path = Path(path)
     if path.is_dir():
         raise OwpInputError("is a folder, expected a YAML config file", path=path)
     if not path.is_file():
         raise OwpInputError("config file not found", path=path)
-    config = config_from_dict(_read_yaml_text(path.read_text(), str(path)), str(path))
+    data = read_yaml_with_bases(str(path), lambda name: Path(name).read_text())
+    config = config_from_dict(data, str(path))
     config = resolve_data_paths(config, path.parent.absolute())
     init = config.train.init
     if init and not _NAME_PREFIX.match(init) and not Path(init).is_absolute():

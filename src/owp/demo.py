@@ -35,7 +35,7 @@ from owp.engine.inference import baseline_proposer, propose_for_images
 from owp.engine.trainer import Trainer
 from owp.errors import OwpInputError
 from owp.evaluation.proposals import evaluate_proposals
-from owp.evaluation.report import metrics_table
+from owp.evaluation.tables import metrics_table
 from owp.files import write_json
 from owp.models.baselines import selective_search_available
 from owp.models.factory import create_model

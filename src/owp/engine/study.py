@@ -53,8 +53,9 @@ from owp.engine.runs import load
 from owp.engine.trainer import RUN_PREFIX, train
 from owp.errors import OwpInputError
 from owp.evaluation.cocoeval import run_cocoeval
-from owp.evaluation.report import markdown_table
+from owp.evaluation.matching import IOU_THRESHOLDS
 from owp.evaluation.results import Results, read_results
+from owp.evaluation.tables import markdown_table
 from owp.files import write_json
 from owp.models.factory import model_spec
 from owp.models.fcos import FCOSOWP
@@ -62,7 +63,6 @@ from owp.viz.heatmaps import objectness_maps, save_heatmap_grid
 from owp.viz.plots import plot_recall_vs_iou, plot_recall_vs_k, plot_score_histograms
 
 STUDY_FILE = "study.json"
-IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 CURVE_BUDGET = 100
 SPEED_IMAGES = 50
 SPEED_WARMUP = 3

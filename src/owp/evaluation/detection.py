@@ -14,10 +14,10 @@ from owp.data.splits import ClassSplit, SplitSpec, resolve_split
 from owp.errors import OwpInputError
 from owp.evaluation.cocoeval import AREA_NAMES, check_engine, run_cocoeval
 from owp.evaluation.lvis import LVIS_MAX_DETS, federated_ap
+from owp.evaluation.matching import IOU_THRESHOLDS
 from owp.evaluation.results import Results, read_results
 
 DETECTION_MAX_DETS: tuple[int, ...] = (1, 10, 100)
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
 
 def evaluate_detections(

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from owp.evaluation.cocoeval import AREA_NAMES
+from owp.evaluation.matching import IOU_THRESHOLDS
 
 LVIS_MAX_DETS = 300
 """Detections kept per image by LVIS's evaluation (``LVISResults(max_dets=300)``)."""
 FREQUENCIES: tuple[str, ...] = ("r", "c", "f")
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 
 
 def top_per_image(

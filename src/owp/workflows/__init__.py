@@ -1,0 +1,1 @@
+"""What commands do beyond one library call: demo, study, bench, predict, report."""
