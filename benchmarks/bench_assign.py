@@ -23,7 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from owp.models.assign import assign, make_points, pad_targets
+from owp.models.fcos.assign import assign, pad_targets
+from owp.models.fcos.points import make_points
 
 FEATURE_SIZES = [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
 IMAGE_SIZE = (800, 1216)

@@ -59,7 +59,8 @@ from owp.engine.bench import (
     take_turns,
     torchvision_fcos,
 )
-from owp.models.assign import assign, make_points, pad_targets
+from owp.models.fcos.assign import assign, pad_targets
+from owp.models.fcos.points import make_points
 
 ASSIGN_BOXES = 10
 

@@ -11,7 +11,7 @@ from owp.cli import main
 from owp.config import ModelConfig, RunConfig
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import save_checkpoint
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 
 TINY = {"min_size": 64, "max_size": 64}
 

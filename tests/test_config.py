@@ -12,7 +12,7 @@ from owp.config import (
     save_config,
 )
 from owp.errors import OwpInputError
-from owp.models.factory import create_model, model_config
+from owp.models.registry import create_model, model_config
 
 
 def test_every_preset_loads_with_a_description_and_a_valid_model():
@@ -128,7 +128,7 @@ def test_numbers_written_as_yaml_strings_and_paths_are_accepted():
     ],
 )
 def test_bad_model_options_are_refused_when_built(options, message):
-    from owp.models.factory import create_model
+    from owp.models.registry import create_model
 
     with pytest.raises(OwpInputError, match=message):
         create_model("fcos_owp_tiny", **options)

@@ -20,8 +20,8 @@ import pytest
 from owp.config import RunConfig, list_groups, list_presets, load_group, load_preset
 from owp.engine.recipes import RECIPES
 from owp.engine.trainer import RUN_PREFIX
-from owp.models.factory import create_model, model_config
-from owp.models.postprocess import CLASS_SCORINGS
+from owp.models.fcos.postprocess import CLASS_SCORINGS
+from owp.models.registry import create_model, model_config
 
 PRESETS = sorted(list_presets())
 GROUPS = sorted(list_groups())
@@ -37,8 +37,8 @@ LEGACY = {
 REFERENCES = [n for n in PRESETS if not load_preset(n).model.name.startswith("fcos_owp")]
 """The two-stage references (RPN, OLN, Double-Head): not rows of the paper's tables."""
 PRACTICAL = {"coco-all-iou-from-torchvision", "coco-voc-cpu"}
-"""Presets for use rather than for the paper's tables (tested in tests/test_sources.py and
-tests/test_cli_first_hour.py)."""
+"""Presets for use rather than for the paper's tables (tested in
+tests/models/two_stage/test_torchvision.py and tests/test_cli_first_hour.py)."""
 SELF_TRAINING = {"synth-self-train", "synth-self-train-control", "coco-voc-self-train"}
 """Self-training rows (issue 13, not the paper's): tested below against the row they extend."""
 PAPER = [

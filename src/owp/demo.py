@@ -38,7 +38,7 @@ from owp.evaluation.proposals import evaluate_proposals
 from owp.evaluation.tables import metrics_table
 from owp.files import write_json
 from owp.models.baselines import selective_search_available
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 from owp.viz.overlays import hit_overlay
 
 DEMO_COLUMNS = ("method", "AR@10", "AR@100", "AR@1000", "AR_small@100", "AR_large@100")

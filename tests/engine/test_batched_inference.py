@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from owp.data.coco import CocoDetection
 from owp.engine.batching import inference_batches, input_shape_of
 from owp.engine.inference import evaluate_model, predict_dataset, predict_dataset_per_config
 from owp.engine.predict import aspect_batches, predict_images
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 from owp.testing import random_coco_problem
 
 SIZES = {"min_size": 64, "max_size": 96}
@@ -57,7 +58,8 @@ def test_input_shape_follows_torchvisions_resize_and_padding():
         with torch.inference_mode():
             padded = model.transform([torch.zeros(3, height, width)])[0].tensors.shape[-2:]
         assert shape(height, width) == tuple(padded), (height, width)
-    assert input_shape_of(torch.nn.Linear(2, 2))(10, 20) == (10, 20)  # no transform: the size
+    no_transform = SimpleNamespace(transform=None)  # e.g. an ONNX graph: the image size
+    assert input_shape_of(no_transform)(10, 20) == (10, 20)
 
 
 def test_batches_hold_one_input_shape_in_first_seen_order():

@@ -31,7 +31,7 @@ import torch
 from owp.config import ModelConfig, RunConfig, TrainConfig
 from owp.engine.recipes import RECIPES
 from owp.engine.trainer import Trainer
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 
 SEED = int(os.environ.get("OWP_MATRIX_SEED", "20261201"))
 RANDOM_CASES_PER_FAMILY = 2

@@ -13,7 +13,7 @@ from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
 from owp.engine.precision import compile_parts, resolve_amp, use_channels_last
 from owp.engine.trainer import Trainer, train
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")

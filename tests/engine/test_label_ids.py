@@ -15,7 +15,7 @@ from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.inference import evaluate_model, predict_dataset
 from owp.engine.trainer import train
 from owp.errors import OwpInputError
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 
 
 @pytest.fixture(scope="module")

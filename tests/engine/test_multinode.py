@@ -22,7 +22,7 @@ import torch
 from owp.cli import main
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.inference import evaluate_model
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 
 SCRIPT = """
 import json, os, sys
@@ -34,7 +34,7 @@ import owp.engine.trainer as trainer
 from owp.cli import main
 from owp.engine import dist
 from owp.engine.inference import evaluate_model
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 drawn = []

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-import owp.models.fcos as fcos_module
+import owp.models.fcos.model as fcos_module
 from owp.config import RunConfig, apply_overrides, config_from_dict, load_preset
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
@@ -23,16 +23,10 @@ from owp.engine.precision import (
 from owp.engine.study import _config_differences
 from owp.engine.trainer import Trainer, train
 from owp.errors import OwpInputError
-from owp.models.assign import (
-    assign,
-    centerness_targets,
-    gather_boxes,
-    iou_targets,
-    ltrb_targets,
-    make_points,
-    pad_targets,
-)
-from owp.models.factory import create_model
+from owp.models.fcos.assign import assign, pad_targets
+from owp.models.fcos.points import make_points
+from owp.models.fcos.targets import centerness_targets, gather_boxes, iou_targets, ltrb_targets
+from owp.models.registry import create_model
 
 CPU = torch.device("cpu")
 # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.4 %); through the tiny network's

@@ -5,7 +5,7 @@ import torch
 
 from owp.engine.recipes import list_recipes, parameter_groups
 from owp.errors import OwpInputError
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 
 
 def step_and_diff(recipe):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from owp.models.factory import create_model
+from owp.models.registry import create_model
 from owp.viz.heatmaps import objectness_maps, save_heatmap_grid
 from owp.viz.plots import plot_recall_vs_iou, plot_recall_vs_k, plot_score_histograms
 

@@ -15,27 +15,28 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from owp.models.contract import ProposalModel
 
 InputShape = Callable[[int, int], tuple[int, int]]
 
 
-def input_shape_of(model: nn.Module) -> InputShape:
+def input_shape_of(model: ProposalModel) -> InputShape:
     """``(height, width) -> (H, W)``: the padded input shape ``model`` makes of one image.
 
     For a model whose ``transform`` is torchvision's ``GeneralizedRCNNTransform`` (eval mode,
     no ``fixed_size``) this follows its resize: scale ``min(min_size / short side, max_size /
     long side)``, each side ``floor(side * scale)`` (``interpolate`` with
     ``recompute_scale_factor=True``), then rounded up to ``size_divisible``
-    (torchvision ``transform.py`` ``_resize_image_and_masks`` and ``batch_images``). For any
-    other model it is the image size itself.
+    (torchvision ``transform.py`` ``_resize_image_and_masks`` and ``batch_images``). For a
+    model without one (``transform`` None, e.g. an ONNX graph) it is the image size itself.
     """
-    transform = getattr(model, "transform", None)
-    sizes = getattr(transform, "min_size", None)
-    if not sizes or getattr(transform, "fixed_size", None) is not None:
+    transform = model.transform
+    if transform is None or transform.fixed_size is not None:
         return lambda height, width: (height, width)
-    min_size, max_size = float(sizes[-1]), float(transform.max_size)
-    divisible = int(getattr(transform, "size_divisible", 32))
+    min_size, max_size = float(transform.min_size[-1]), float(transform.max_size)
+    divisible = int(transform.size_divisible)
 
     def shape(height: int, width: int) -> tuple[int, int]:
         scale = min(min_size / min(height, width), max_size / max(height, width))

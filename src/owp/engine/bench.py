@@ -126,7 +126,7 @@ def owp_fcos(
 ) -> nn.Module:
     """``fcos_owp_r50_fpn`` with ``overrides``, torchvision's weights ``state`` loaded where the
     names match (all but owp's IoU branch)."""
-    from owp.models.factory import create_model
+    from owp.models.registry import create_model
 
     model = create_model(
         "fcos_owp_r50_fpn",

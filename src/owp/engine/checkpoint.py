@@ -116,10 +116,10 @@ def model_classes(model: nn.Module) -> dict[str, list]:
     """A classifying model's ``category_ids`` (the dataset category id of each label) and
     ``class_names``, as checkpoints keep them in ``extra``; ``{}`` for a proposer."""
     bare = _bare_model(model)
-    ids = getattr(bare, "category_ids", None)
+    ids = bare.category_ids
     if ids is None:
         return {}
-    names = getattr(bare, "class_names", None)
+    names = bare.class_names
     return {"category_ids": [int(i) for i in ids], "class_names": list(names or [])}
 
 

@@ -198,7 +198,7 @@ def predict_dataset_per_config(
         ):
             if unreadable:
                 raise OwpInputError(unreadable[0])
-            per_config = _detect_per_config(model, to_device(images, device), list(configs))
+            per_config = model.detect_per_config(to_device(images, device), list(configs))
             for results, outputs in zip(per_image, per_config, strict=True):
                 for output, target in zip(outputs, targets, strict=True):
                     if "labels" in output:
@@ -225,7 +225,7 @@ def model_category_ids(model: Any) -> list[int]:
     """The dataset category id of each label of a classifying ``model`` (its ``category_ids``:
     saved with owp's checkpoints, COCO ids for torchvision sources), or an
     :class:`OwpInputError` when it has none: a label index means nothing outside its model."""
-    ids = getattr(model, "category_ids", None)
+    ids = model.category_ids
     if ids is None:
         raise OwpInputError(
             "the model's labels have no dataset category ids: set model.category_ids (label i "
@@ -238,7 +238,7 @@ def check_model_classes(model: Any, categories: Sequence[Mapping[str, Any]]) -> 
     """Refuse, in one line naming both class lists, a classifying ``model`` whose classes are
     not the dataset's: each of its category ids that the dataset has must carry the same name
     (case and ``_``/space aside) there. Models without names are not checked."""
-    names = getattr(model, "class_names", None)
+    names = model.class_names
     if not names:
         return
     ids = model_category_ids(model)
@@ -252,22 +252,6 @@ def check_model_classes(model: Any, categories: Sequence[Mapping[str, Any]]) -> 
         f"the model's classes are not this dataset's: model {pairs(ours) or ', '.join(names[:6])}"
         f" ...; dataset {pairs(theirs) if ours else ', '.join(sorted(theirs.values())[:6])} ..."
     )
-
-
-def _detect_per_config(model: nn.Module, images: list[torch.Tensor], configs: list) -> list:
-    """``model.detect_per_config(images, configs)`` (one forward pass); a model under the owp
-    contract without it is run once per config, with its ``postprocess_config`` swapped."""
-    if hasattr(model, "detect_per_config"):
-        return model.detect_per_config(images, configs)
-    own = model.postprocess_config
-    try:
-        results = []
-        for config in configs:
-            model.postprocess_config = config
-            results.append(model(images))
-        return results
-    finally:
-        model.postprocess_config = own
 
 
 def evaluate_model(
@@ -444,7 +428,7 @@ def prediction_key(
     postprocess = replace(model.postprocess_config, scoring=scoring, post_nms_top_n=top_n)
     return {
         "weights": digest.hexdigest(),
-        "model": repr(getattr(model, "config", None)),
+        "model": repr(model.config),
         "postprocess": repr(postprocess),
         "annotations": [str(dataset.ann_file.absolute()), stat.st_size, stat.st_mtime_ns],
         "images": str(dataset.images_dir.absolute()),

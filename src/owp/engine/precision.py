@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from owp.models.contract import ProposalModel
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +30,8 @@ GPUs and none (fp32) elsewhere."""
 PRECISIONS: tuple[str, ...] = ("none", "fp16", "bf16")
 """What :func:`resolve_amp` returns: the autocast precision in force (``none`` = fp32)."""
 DTYPES: dict[str, torch.dtype] = {"fp16": torch.float16, "bf16": torch.bfloat16}
-COMPILED_PARTS: tuple[str, ...] = ("backbone", "head")
-"""Submodules :func:`compile_parts` compiles where a model has them (the dense, static-shape
-work; postprocessing and two-stage RoI heads stay eager)."""
+# Backbones that already convert their input batch to channels-last (one hook each).
+_CHANNELS_LAST_INPUT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def resolve_amp(choice: str, device: torch.device) -> str:
@@ -63,7 +65,7 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
-def use_channels_last(model: nn.Module) -> nn.Module:
+def use_channels_last(model: ProposalModel) -> ProposalModel:
     """Store ``model``'s 4-D parameters and buffers channels-last, and make its ``backbone``
     (when it has one) convert its input batch ``[B, 3, H, W]`` to channels-last, so that
     every convolution reads and writes NHWC tensors. In place; returns ``model``.
@@ -71,10 +73,10 @@ def use_channels_last(model: nn.Module) -> nn.Module:
     Values do not change (only the memory layout); the state dict keeps its keys.
     """
     model.to(memory_format=torch.channels_last)
-    backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, nn.Module) and not getattr(backbone, "_owp_channels_last", False):
+    backbone = model.backbone
+    if backbone is not None and backbone not in _CHANNELS_LAST_INPUT:
         backbone.register_forward_pre_hook(_channels_last_input)
-        backbone._owp_channels_last = True
+        _CHANNELS_LAST_INPUT.add(backbone)
     return model
 
 
@@ -88,9 +90,10 @@ def _channels_last_input(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[An
 
 
 def compile_parts(
-    model: nn.Module, *, backend: str = "inductor", parts: tuple[str, ...] = COMPILED_PARTS
+    model: ProposalModel, *, backend: str = "inductor", parts: tuple[str, ...] | None = None
 ) -> list[str]:
-    """``torch.compile`` the named submodules of ``model`` (those it has), in place.
+    """``torch.compile`` the named submodules of ``model`` (default: its ``COMPILED_PARTS``, the
+    dense, static-shape work; postprocessing and two-stage RoI heads stay eager), in place.
 
     Each part's ``forward`` is replaced by a guarded one that runs the compiled forward. When
     compiling or running one fails (no C++ compiler, an unsupported operator), one warning
@@ -99,9 +102,9 @@ def compile_parts(
     """
     fallback = _Fallback()
     compiled = []
-    for name in parts:
-        part = getattr(model, name, None)
-        if not isinstance(part, nn.Module) or isinstance(part.forward, _GuardedForward):
+    for name in model.COMPILED_PARTS if parts is None else parts:
+        part = model.get_submodule(name)
+        if isinstance(part.forward, _GuardedForward):
             continue
         try:
             fast = torch.compile(part.forward, backend=backend)
@@ -147,7 +150,7 @@ class _GuardedForward:
 
 
 def prepare_for_inference(
-    model: Any,
+    model: ProposalModel,
     device: torch.device,
     *,
     amp: str = "none",
@@ -155,9 +158,9 @@ def prepare_for_inference(
     compile: bool = False,
 ) -> str:
     """Apply ``owp eval`` / ``owp predict``'s speed options to ``model`` (in place; a model
-    that is no ``nn.Module``, such as an ONNX file, is left as it is) and return the autocast
+    that is no torch module, such as an ONNX file, is left as it is) and return the autocast
     precision to run it under (:func:`resolve_amp` of ``amp`` on ``device``)."""
-    if not isinstance(model, nn.Module):
+    if not model.TORCH:
         return "none"
     if channels_last:
         use_channels_last(model)

@@ -1,10 +1,11 @@
 """``owp predict``: proposals for image files, as per-image JSON or one COCO file, with overlays.
 
 :func:`predict_images` runs any model under the owp contract — a trained run, a torchvision
-source (:mod:`owp.sources`) or an exported ONNX file (:class:`owp.export.OnnxProposer`) — over
-image files, in batches of similar aspect ratio (the batch is padded to its largest image), and
-writes for every image ``<name>.png`` (an overlay of the best boxes, coloured by score, with a
-legend) and either ``<name>.json`` (``--format json``) or, for the whole input, one
+source or an exported ONNX file (:func:`owp.engine.runs.load_source`,
+:class:`owp.export.OnnxProposer`) — over image files, in batches of similar aspect ratio (the
+batch is padded to its largest image), and writes for every image ``<name>.png`` (an overlay
+of the best boxes, coloured by score, with a legend) and either ``<name>.json``
+(``--format json``) or, for the whole input, one
 ``predictions.json`` in the COCO layout (``--format coco``).
 
 Output names are the image stems; images whose stems collide (``a/x.jpg`` and ``b/x.png``) get
@@ -107,10 +108,9 @@ def aspect_batches(
 
 
 def _device(model: Any) -> torch.device:
-    parameters = getattr(model, "parameters", None)
-    if parameters is None:
+    if not model.TORCH:  # an ONNX graph runs on the CPU
         return torch.device("cpu")
-    first = next(parameters(), None)
+    first = next(model.parameters(), None)
     return torch.device("cpu") if first is None else first.device
 
 
@@ -194,7 +194,7 @@ def predict_images(
     files: dict[int, Path] = {}
     begin = time.perf_counter()
     bar = tqdm(total=len(paths), desc="predicting", unit="img", disable=not progress)
-    shape = input_shape_of(model) if isinstance(model, torch.nn.Module) else None
+    shape = input_shape_of(model)
     with torch.inference_mode(), autocast(device, precision):
         for batch in aspect_batches(paths, batch_size, shape):
             images = [read_image_tensor(paths[index]) for index in batch]

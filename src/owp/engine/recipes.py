@@ -30,10 +30,12 @@ A frozen part is frozen completely (DESIGN.md §4):
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from owp.errors import OwpInputError
 from owp.models.freezing import freeze_batch_norm
@@ -117,7 +119,7 @@ def trained_losses(model: nn.Module, recipe: str) -> frozenset[str]:
 def _present_parts(model: nn.Module) -> set[str]:
     """The parts that hold parameters in this model (a class-agnostic head has no classifier)."""
     names = [name for name, _ in model.named_parameters()]
-    prefixes = getattr(model, "PARTS", {})
+    prefixes = model.PARTS
     return {
         part
         for part in PARTS
@@ -140,8 +142,7 @@ def parameter_groups(model: nn.Module, recipe: str, base_lr: float) -> list[dict
     (for logging).
     """
     rules = _rules(recipe)
-    model_parts = getattr(model, "PARTS", {})
-    prefixes = {part: tuple(model_parts.get(part, ())) for part in PARTS}
+    prefixes = {part: tuple(model.PARTS.get(part, ())) for part in PARTS}
     groups: dict[float, dict] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -165,7 +166,8 @@ def parameter_groups(model: nn.Module, recipe: str, base_lr: float) -> list[dict
     return [{**g, "name": ",".join(sorted(g["name"]))} for g in groups.values()]
 
 
-_HOOK = "_owp_recipe_loss_hook"
+# The loss hook of the recipe applied last to each model (a new recipe replaces it).
+_LOSS_HOOKS: weakref.WeakKeyDictionary[nn.Module, RemovableHandle] = weakref.WeakKeyDictionary()
 
 
 def _detach_untrained_losses(model: nn.Module, trained: frozenset[str]) -> None:
@@ -174,7 +176,7 @@ def _detach_untrained_losses(model: nn.Module, trained: frozenset[str]) -> None:
     A forward hook on the model (replacing the hook of a recipe applied before): it acts on
     the loss dict of a training-mode forward and leaves eval outputs alone.
     """
-    previous = getattr(model, _HOOK, None)
+    previous = _LOSS_HOOKS.pop(model, None)
     if previous is not None:
         previous.remove()
 
@@ -186,4 +188,4 @@ def _detach_untrained_losses(model: nn.Module, trained: frozenset[str]) -> None:
             for name, value in output.items()
         }
 
-    setattr(model, _HOOK, model.register_forward_hook(detach))
+    _LOSS_HOOKS[model] = model.register_forward_hook(detach)

@@ -1,17 +1,64 @@
-"""Loading trained models from run folders and checkpoints (``owp.load``)."""
+"""Loading models (``owp.load``): from run folders and checkpoints, and from model sources:
+torchvision's COCO detectors (:mod:`owp.models.two_stage.torchvision`) and files written by
+``owp export`` (:class:`owp.export.runtime.OnnxProposer`; predictions only)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from owp.config import config_from_dict
+from owp.config import ModelConfig, RunConfig, config_from_dict
 from owp.data.locate import run_classes
 from owp.engine.checkpoint import latest_checkpoint, load_checkpoint
 from owp.errors import OwpInputError
-from owp.models.factory import create_model
+from owp.models.contract import ProposalModel
+from owp.models.registry import create_model
+from owp.models.two_stage.torchvision import (
+    TORCHVISION_PREFIX,
+    TORCHVISION_SOURCES,
+    torchvision_model,
+    torchvision_name,
+)
+
+ONNX_SUFFIX = ".onnx"
+
+
+def is_source(value: Any) -> bool:
+    """Whether ``value`` names a model source (``torchvision:NAME`` or an ``.onnx`` file), not
+    a run folder or checkpoint."""
+    text = str(value)
+    return text.startswith(TORCHVISION_PREFIX) or text.lower().endswith(ONNX_SUFFIX)
+
+
+def load_source(
+    source: str | Path, *, weights: str | Path | None = None, **overrides: Any
+) -> tuple[ProposalModel, dict[str, Any]]:
+    """The model of a source and a run-config dict describing it (what ``owp eval`` reads).
+
+    ``overrides`` are model options (``scoring``, ``post_nms_top_n``, ``score_thresh``, ...);
+    ``weights`` a local weights file instead of the torch hub cache (torchvision sources).
+    """
+    text = str(source)
+    if text.lower().endswith(ONNX_SUFFIX):
+        from owp.export.runtime import OnnxProposer
+
+        if weights is not None:
+            raise OwpInputError("--weights does not apply to an ONNX file (it holds its weights)")
+        if overrides:
+            raise OwpInputError(
+                f"an exported ONNX file has its options built in ({', '.join(sorted(overrides))} "
+                "cannot change); export again with other options",
+                path=text,
+            )
+        proposer = OnnxProposer(text)
+        config = RunConfig(model=ModelConfig(name=text, options={}))
+        return proposer, config.to_dict()
+    name = torchvision_name(text)
+    options = {k: v for k, v in overrides.items() if v is not None}
+    model = torchvision_model(name, weights=weights, **options)
+    config = RunConfig(model=ModelConfig(name=TORCHVISION_PREFIX + name, options=options))
+    config.description = TORCHVISION_SOURCES[name].description
+    return model, config.to_dict()
 
 
 def checkpoint_of(run_or_checkpoint: str | Path) -> Path:
@@ -27,9 +74,9 @@ def checkpoint_of(run_or_checkpoint: str | Path) -> Path:
     return path
 
 
-def load(run_or_checkpoint: str | Path, **overrides: Any) -> nn.Module:
+def load(run_or_checkpoint: str | Path, **overrides: Any) -> ProposalModel:
     """A trained model in eval mode, from a run folder or a checkpoint file, or a model source
-    (:mod:`owp.sources`): ``"torchvision:fcos_resnet50_fpn"`` (and the Faster R-CNNs), or an
+    (:func:`load_source`): ``"torchvision:fcos_resnet50_fpn"`` (and the Faster R-CNNs), or an
     exported ``.onnx`` file.
 
     ``overrides`` change inference options (``scoring``, ``post_nms_top_n``, ...) of the saved
@@ -39,10 +86,8 @@ def load(run_or_checkpoint: str | Path, **overrides: Any) -> nn.Module:
     return model
 
 
-def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[nn.Module, dict]:
+def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[ProposalModel, dict]:
     """:func:`load`, also returning the checkpoint's full run configuration dict."""
-    from owp.sources import is_source, load_source
-
     if is_source(run_or_checkpoint):
         return load_source(run_or_checkpoint, **overrides)
     path = checkpoint_of(run_or_checkpoint)
@@ -67,12 +112,12 @@ def load_with_config(run_or_checkpoint: str | Path, **overrides: Any) -> tuple[n
             "another model or owp version",
             path=path,
         )
-    if getattr(model.config, "num_classes", None) is not None:
+    if model.classifies:
         _attach_classes(model, state, path)
     return model.eval(), state["config"]
 
 
-def _attach_classes(model: nn.Module, state: dict, path: Path) -> None:
+def _attach_classes(model: ProposalModel, state: dict, path: Path) -> None:
     """Give a classifying model its ``category_ids`` (label i -> dataset category id) and
     ``class_names``: from the checkpoint, or for checkpoints of owp <= 0.1, from the split the
     run was trained with. Left unset when neither is known: evaluation then refuses to guess,

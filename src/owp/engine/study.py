@@ -57,8 +57,7 @@ from owp.evaluation.matching import IOU_THRESHOLDS
 from owp.evaluation.results import Results, read_results
 from owp.evaluation.tables import markdown_table
 from owp.files import write_json
-from owp.models.factory import model_spec
-from owp.models.fcos import FCOSOWP
+from owp.models.registry import model_spec
 from owp.viz.heatmaps import objectness_maps, save_heatmap_grid
 from owp.viz.plots import plot_recall_vs_iou, plot_recall_vs_k, plot_score_histograms
 
@@ -355,7 +354,7 @@ def _synchronize(device: torch.device) -> None:
 
 def _has_heatmaps(config: RunConfig) -> bool:
     """Whether the run's model has per-location objectness maps (FCOS-OWP)."""
-    return model_spec(config.model.name).model_type is FCOSOWP
+    return model_spec(config.model.name).model_type.OBJECTNESS_MAPS
 
 
 def _say(enabled: bool, line: str) -> None:

@@ -58,7 +58,7 @@ from owp.engine.precision import (
 from owp.engine.recipes import parameter_groups, trained_losses
 from owp.errors import OwpInputError, TrainingError
 from owp.files import link_atomic, remove_stale_temporaries
-from owp.models.factory import create_model, model_config
+from owp.models.registry import create_model, model_config
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ class Trainer:
         )
         if len(dataset) == 0:
             raise OwpInputError("no training image has a base-class box", path=ann_file)
-        num_classes = getattr(self.model.config, "num_classes", None)
+        num_classes = self.model.config.num_classes if self.model.classifies else None
         num_base = len(dataset.split.base_ids)
         if num_classes is not None and num_classes != num_base:
             raise OwpInputError(
@@ -511,7 +511,7 @@ class Trainer:
         if init.startswith(RUN_PREFIX):
             path = self.run_dir.parent / init.removeprefix(RUN_PREFIX) / LAST
         if init.startswith("torchvision:"):
-            from owp.sources import init_state
+            from owp.models.two_stage.torchvision import init_state
 
             state = init_state(init, self.model)
         else:
@@ -545,7 +545,7 @@ class Trainer:
         """Hand ``train.pseudo_weight`` to the model; a model without weighted pseudo losses
         (the two-stage ones, whose sampling is torchvision's) takes only 1."""
         weight = self.config.train.pseudo_weight
-        if hasattr(self.model, "pseudo_weight"):
+        if self.model.WEIGHTS_PSEUDO:
             self.model.pseudo_weight = weight
         elif weight != 1.0:
             raise OwpInputError(

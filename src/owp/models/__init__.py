@@ -1,11 +1,32 @@
-"""Proposal models (``create_model``): FCOS-OWP, the two-stage references (RPN, OLN,
-Double-Head) and the non-learned baselines."""
+"""Proposal models (``create_model``): FCOS-OWP (:mod:`owp.models.fcos`), the two-stage
+references RPN, OLN and Double-Head (:mod:`owp.models.two_stage`) and the non-learned
+baselines; every model keeps :class:`~owp.models.contract.ProposalModel`.
 
-from owp.models.double_head import DoubleHeadConfig, DoubleHeadRCNN
-from owp.models.factory import create_model, list_models, model_config
-from owp.models.fcos import FCOSOWP, FCOSOWPConfig
-from owp.models.oln import OLN, OLNConfig
-from owp.models.rpn import RPNConfig, RPNProposer, rpn_proposals
+The names below are imported on first use (PEP 562), so that importing a submodule does not
+build the whole model table.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "ProposalModel": "owp.models.contract",
+    "create_model": "owp.models.registry",
+    "list_models": "owp.models.registry",
+    "model_config": "owp.models.registry",
+    "FCOSOWPConfig": "owp.models.fcos.config",
+    "FCOSOWP": "owp.models.fcos.model",
+    "RPNConfig": "owp.models.two_stage.rpn",
+    "RPNProposer": "owp.models.two_stage.rpn",
+    "rpn_proposals": "owp.models.two_stage.rpn",
+    "OLN": "owp.models.two_stage.oln",
+    "OLNConfig": "owp.models.two_stage.oln",
+    "DoubleHeadConfig": "owp.models.two_stage.double_head",
+    "DoubleHeadRCNN": "owp.models.two_stage.double_head",
+}
+"""Public name -> the module that defines it."""
 
 __all__ = [
     "FCOSOWP",
@@ -14,6 +35,7 @@ __all__ = [
     "DoubleHeadRCNN",
     "FCOSOWPConfig",
     "OLNConfig",
+    "ProposalModel",
     "RPNConfig",
     "RPNProposer",
     "create_model",
@@ -21,3 +43,25 @@ __all__ = [
     "model_config",
     "rpn_proposals",
 ]
+
+if TYPE_CHECKING:
+    from owp.models.contract import ProposalModel
+    from owp.models.fcos.config import FCOSOWPConfig
+    from owp.models.fcos.model import FCOSOWP
+    from owp.models.registry import create_model, list_models, model_config
+    from owp.models.two_stage.double_head import DoubleHeadConfig, DoubleHeadRCNN
+    from owp.models.two_stage.oln import OLN, OLNConfig
+    from owp.models.two_stage.rpn import RPNConfig, RPNProposer, rpn_proposals
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'owp.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from owp.models.fcos import FCOSOWP
+from owp.models.fcos.model import FCOSOWP
 from owp.viz.plots import save_figure
 
 matplotlib.use("Agg")

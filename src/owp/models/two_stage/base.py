@@ -22,9 +22,10 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
 
-from owp.models.assign import check_labels
 from owp.models.backbones import backbone_for
-from owp.models.postprocess import MIN_OUTPUT_BOX_SIZE
+from owp.models.contract import ExportKind
+from owp.models.fcos.postprocess import MIN_OUTPUT_BOX_SIZE
+from owp.models.fcos.targets import check_labels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -188,6 +189,15 @@ class RCNNConfig:
         }
 
 
+ROI_EXPORT_REFUSAL = (
+    "does not export to ONNX: its RoI stage pools with torchvision's "
+    "MultiScaleRoIAlign, which picks its pyramid scales from the feature-map sizes of each "
+    "call (Python floats taken from tensors), and torch.export cannot trace that with "
+    "dynamic image sizes; export an FCOS-OWP or RPN model instead"
+)
+"""Why a model whose outputs come from its RoI stage does not export (after its name)."""
+
+
 class Float32AnchorGenerator(AnchorGenerator):
     """torchvision's ``AnchorGenerator`` whose anchors are fp32 whatever the features' dtype.
 
@@ -217,11 +227,19 @@ class TwoStageDetector(nn.Module, ABC):
       ``objectness``, and with ``scoring="cls"`` ``labels`` (0-based) and ``class_scores``.
 
     ``PARTS`` names the parameter-name prefixes of the parts training recipes act on, and
-    ``LOSS_PARTS`` the parts that compute each named loss.
+    ``LOSS_PARTS`` the parts that compute each named loss (the
+    :class:`~owp.models.contract.ProposalModel` contract). Pseudo boxes count at weight 1
+    (torchvision's samplers draw them); only the backbone is compiled.
     """
 
     PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
     LOSS_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    EXPORT_AS: ClassVar[ExportKind | None] = None
+    EXPORT_REFUSAL: ClassVar[str] = ""
+    WEIGHTS_PSEUDO: ClassVar[bool] = False
+    OBJECTNESS_MAPS: ClassVar[bool] = False
+    COMPILED_PARTS: ClassVar[tuple[str, ...]] = ("backbone",)
+    TORCH: ClassVar[bool] = True
 
     def __init__(self, config: RCNNConfig) -> None:
         super().__init__()
@@ -231,6 +249,15 @@ class TwoStageDetector(nn.Module, ABC):
         )
         self.backbone = backbone_for(config, levels="p2-p6")
         self.postprocess_config = config.postprocess_config()
+        self.iteration = 0
+        self.pseudo_weight = 1.0  # fixed: WEIGHTS_PSEUDO is False
+        self.category_ids: list[int] | None = None
+        self.class_names: list[str] | None = None
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the model has a classifier (``num_classes`` set)."""
+        return self.config.num_classes is not None
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None

@@ -46,9 +46,10 @@ from torchvision.models.detection.rpn import (
 )
 from torchvision.ops import box_iou, clip_boxes_to_image, remove_small_boxes
 
-from owp.models.assign import centerness_targets
-from owp.models.rcnn import (
+from owp.models.fcos.targets import centerness_targets
+from owp.models.two_stage.base import (
     MIN_BOX_SIZE,
+    ROI_EXPORT_REFUSAL,
     ROI_SIZE,
     RCNNConfig,
     TwoStageDetector,
@@ -59,7 +60,7 @@ from owp.models.rcnn import (
 
 @dataclass
 class OLNConfig(RCNNConfig):
-    """:class:`~owp.models.rcnn.RCNNConfig` of OLN, with OLN's defaults.
+    """:class:`~owp.models.two_stage.base.RCNNConfig` of OLN, with OLN's defaults.
 
     ``objectness_fg_iou_thresh`` / ``objectness_bg_iou_thresh`` / ``objectness_batch_size``:
     the centerness samples (IoU >= 0.3 positives, < 0.1 negatives, 256 per image, positives
@@ -356,6 +357,8 @@ def oln_score(rpn_centerness: Tensor, roi_iou: Tensor) -> Tensor:
 
 class OLN(TwoStageDetector):
     """OLN-RPN + OLN-Box; see the module docstring."""
+
+    EXPORT_REFUSAL: ClassVar[str] = f"OLN {ROI_EXPORT_REFUSAL}"
 
     PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
         "backbone": ("backbone.",),

@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models.detection.fcos import FCOSHead
 
 from owp.errors import OwpInputError
-from owp.models.heads import OBJECTNESS_BRANCHES, FCOSOWPHead
+from owp.models.fcos.head import OBJECTNESS_BRANCHES, FCOSOWPHead
 
 SIZES = [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
 LOCATIONS = sum(h * w for h, w in SIZES)

@@ -5,8 +5,8 @@ import torch
 import torchvision
 
 from owp.errors import OwpInputError
-from owp.models.factory import create_model, list_models, model_config
-from owp.models.postprocess import MIN_OUTPUT_BOX_SIZE
+from owp.models.fcos.postprocess import MIN_OUTPUT_BOX_SIZE
+from owp.models.registry import create_model, list_models, model_config
 
 
 @pytest.fixture(scope="module")

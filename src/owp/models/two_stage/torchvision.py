@@ -1,7 +1,7 @@
-"""Model sources other than run folders: torchvision's COCO detectors and exported ONNX files.
+"""torchvision's COCO detectors as owp model sources.
 
 Wherever a run folder or checkpoint is accepted (``owp predict``, ``owp eval``, ``owp export``,
-``owp.load``) these work too:
+``owp.load``; the dispatch is :func:`owp.engine.runs.load_source`) these work too:
 
 * ``torchvision:fcos_resnet50_fpn`` — torchvision's FCOS loaded into owp's FCOS-OWP (same
   state-dict names; the model has only the centerness branch): class-agnostic proposals scored
@@ -11,8 +11,6 @@ Wherever a run folder or checkpoint is accepted (``owp predict``, ``owp eval``, 
 * ``torchvision:fasterrcnn_resnet50_fpn`` and ``torchvision:fasterrcnn_resnet50_fpn_v2`` — the
   RPN objectness proposals of torchvision's Faster R-CNN (:func:`owp.rpn_proposals`), one
   class-agnostic NMS, the top ``post_nms_top_n``.
-* ``model.onnx`` — a file written by ``owp export``, run with ONNX Runtime
-  (:class:`owp.export.OnnxProposer`; predictions only).
 
 Weights come from the torch hub cache
 (``<torch.hub.get_dir()>/checkpoints/<file of the weights URL>``, i.e.
@@ -34,11 +32,18 @@ from torch import Tensor, nn
 
 from owp.errors import OwpInputError
 from owp.models.backbones import read_state_dict
-from owp.models.rcnn import IMAGENET_MEAN, IMAGENET_STD, RCNNPostprocessConfig
+from owp.models.contract import ExportKind
+from owp.models.registry import create_model
+from owp.models.two_stage.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RCNNPostprocessConfig,
+    select_each,
+)
+from owp.models.two_stage.rpn import rpn_forward
 from owp.models.weights import fetch_weights
 
 TORCHVISION_PREFIX = "torchvision:"
-ONNX_SUFFIX = ".onnx"
 
 
 @dataclass(frozen=True)
@@ -89,12 +94,6 @@ FCOS_OPTIONS: dict[str, Any] = {
 FCOS_DETECTION_THRESH = 0.2
 FASTER_RCNN_OPTIONS: dict[str, Any] = {"min_size": 800, "max_size": 1333}
 """torchvision's Faster R-CNN resize (its ``GeneralizedRCNNTransform`` defaults)."""
-
-
-def is_source(value: Any) -> bool:
-    """Whether ``value`` names a model source of this module (not a run folder)."""
-    text = str(value)
-    return text.startswith(TORCHVISION_PREFIX) or text.lower().endswith(ONNX_SUFFIX)
 
 
 def torchvision_name(source: str) -> str:
@@ -168,9 +167,7 @@ class FasterRCNNSourceConfig:
     image_mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
     image_std: tuple[float, ...] = field(default=IMAGENET_STD)
 
-    def postprocess_config(self):
-        from owp.models.rcnn import RCNNPostprocessConfig
-
+    def postprocess_config(self) -> RCNNPostprocessConfig:
         return RCNNPostprocessConfig(
             scoring=self.scoring,
             score_thresh=self.score_thresh,
@@ -186,19 +183,40 @@ class FasterRCNNProposals(nn.Module):
     Eval outputs per image: ``boxes`` (input pixels), ``scores`` = ``objectness`` = the RPN's
     object probability, best first, after one class-agnostic NMS (``nms_thresh``) and the top
     ``post_nms_top_n`` — :func:`owp.rpn_proposals` with owp's selection
-    (:func:`owp.models.rcnn.select_boxes`). Exports to ONNX like the RPN proposer.
+    (:func:`owp.models.two_stage.base.select_boxes`). Exports to ONNX like the RPN proposer; it
+    does not train (no parts, no losses).
     """
 
-    exports_as_rpn = True
+    PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    LOSS_PARTS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    EXPORT_AS: ClassVar[ExportKind | None] = "rpn"
+    EXPORT_REFUSAL: ClassVar[str] = ""
+    WEIGHTS_PSEUDO: ClassVar[bool] = False
+    OBJECTNESS_MAPS: ClassVar[bool] = False
+    COMPILED_PARTS: ClassVar[tuple[str, ...]] = ("backbone",)
+    TORCH: ClassVar[bool] = True
 
     def __init__(self, detector: nn.Module, config: FasterRCNNSourceConfig) -> None:
         super().__init__()
         self.detector = detector.eval()
         self.config = config
         self.postprocess_config = config.postprocess_config()
+        self.iteration = 0
+        self.pseudo_weight = 1.0
+        self.category_ids: list[int] | None = None
+        self.class_names: list[str] | None = None
         transform = detector.transform
         transform.min_size, transform.max_size = (config.min_size,), config.max_size
         transform.image_mean, transform.image_std = list(config.image_mean), list(config.image_std)
+
+    @property
+    def classifies(self) -> bool:
+        """Always ``False``: class-agnostic RPN proposals."""
+        return False
+
+    @property
+    def transform(self) -> nn.Module:
+        return self.detector.transform
 
     @property
     def backbone(self) -> nn.Module:
@@ -207,6 +225,10 @@ class FasterRCNNProposals(nn.Module):
     @property
     def rpn(self) -> nn.Module:
         return self.detector.rpn
+
+    def training_stats(self) -> dict[str, float]:
+        """Nothing to log: the detector does not train."""
+        return {}
 
     def forward(self, images: list[Tensor], targets=None) -> list[dict[str, Tensor]]:
         if self.training:
@@ -221,9 +243,6 @@ class FasterRCNNProposals(nn.Module):
     ) -> list[list[dict[str, Tensor]]]:
         """The eval outputs of ``images`` under each selection config (NMS threshold, top-k):
         the backbone and RPN run once, the selection once per config."""
-        from owp.models.rcnn import select_each
-        from owp.models.rpn import rpn_forward
-
         detector = self.detector
         original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         with torch.no_grad():
@@ -282,8 +301,6 @@ def fcos_options(scoring: str | None = None, **options: Any) -> dict[str, Any]:
 
 
 def _fcos(name: str, weights: str | Path | None, options: dict[str, Any]) -> nn.Module:
-    from owp.models.factory import create_model
-
     for fixed in ("num_classes", "objectness"):
         given = options.get(fixed, FCOS_OPTIONS[fixed])
         if (tuple(given) if isinstance(given, list) else given) != FCOS_OPTIONS[fixed]:
@@ -304,38 +321,14 @@ def _fcos(name: str, weights: str | Path | None, options: dict[str, Any]) -> nn.
 # --------------------------------------------------------------------------- loading
 
 
-def load_source(
-    source: str | Path, *, weights: str | Path | None = None, **overrides: Any
-) -> tuple[Any, dict[str, Any]]:
-    """The model of a source and a run-config dict describing it (what ``owp eval`` reads).
-
-    ``overrides`` are model options (``scoring``, ``post_nms_top_n``, ``score_thresh``, ...);
-    ``weights`` a local weights file instead of the torch hub cache (torchvision sources).
-    """
-    from owp.config import ModelConfig, RunConfig
-
-    text = str(source)
-    if text.lower().endswith(ONNX_SUFFIX):
-        from owp.export import OnnxProposer
-
-        if weights is not None:
-            raise OwpInputError("--weights does not apply to an ONNX file (it holds its weights)")
-        if overrides:
-            raise OwpInputError(
-                f"an exported ONNX file has its options built in ({', '.join(sorted(overrides))} "
-                "cannot change); export again with other options",
-                path=text,
-            )
-        proposer = OnnxProposer(text)
-        config = RunConfig(model=ModelConfig(name=text, options={}))
-        return proposer, config.to_dict()
-    name = torchvision_name(text)
-    spec = TORCHVISION_SOURCES[name]
-    options = {k: v for k, v in overrides.items() if v is not None}
-    model = (_fcos if spec.kind == "fcos" else _faster_rcnn)(name, weights, options)
-    config = RunConfig(model=ModelConfig(name=TORCHVISION_PREFIX + name, options=options))
-    config.description = spec.description
-    return model, config.to_dict()
+def torchvision_model(
+    source: str, *, weights: str | Path | None = None, **options: Any
+) -> nn.Module:
+    """The model of ``torchvision:NAME`` (in eval mode) with model ``options`` (``scoring``,
+    ``post_nms_top_n``, ...); ``weights`` a local weights file instead of the torch hub cache."""
+    name = torchvision_name(source)
+    build = _fcos if TORCHVISION_SOURCES[name].kind == "fcos" else _faster_rcnn
+    return build(name, weights, options)
 
 
 def init_state(source: str, model: nn.Module, *, weights: str | Path | None = None) -> dict:

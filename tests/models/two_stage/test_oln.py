@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from owp.models.factory import create_model, model_config
-from owp.models.oln import (
+from owp.models.registry import create_model, model_config
+from owp.models.two_stage.oln import (
     OLNRPN,
     anchor_centerness_targets,
     oln_num_total_samples,

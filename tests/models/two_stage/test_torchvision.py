@@ -15,8 +15,9 @@ from PIL import Image
 import owp
 from owp.cli import main
 from owp.data.images import read_image_tensor
+from owp.engine.runs import load_source
 from owp.errors import OwpInputError
-from owp.sources import init_state, load_source, weights_enum, weights_file
+from owp.models.two_stage.torchvision import init_state, weights_enum, weights_file
 
 SMALL = {"min_size": 224, "max_size": 320}  # torchvision's own resize, at a CPU-friendly size
 
@@ -152,9 +153,9 @@ def test_faster_rcnn_source_selects_per_config_from_one_rpn_pass(torch_home):
 
 
 def test_predict_and_eval_through_the_cli(torch_home, images, tmp_path, monkeypatch):
-    import owp.sources
+    import owp.models.two_stage.torchvision as sources
 
-    for options in (owp.sources.FCOS_OPTIONS, owp.sources.FASTER_RCNN_OPTIONS):
+    for options in (sources.FCOS_OPTIONS, sources.FASTER_RCNN_OPTIONS):
         for key, value in SMALL.items():  # the commands, at a CPU-friendly size
             monkeypatch.setitem(options, key, value)
     out = tmp_path / "fcos"
@@ -193,10 +194,10 @@ def test_predict_and_eval_through_the_cli(torch_home, images, tmp_path, monkeypa
 def test_eval_of_torchvision_detections_writes_coco_ids(torch_home, images, tmp_path, monkeypatch):
     """torchvision's labels are COCO ids: evaluated on a split with 20 base classes, a label
     >= 20 neither crashes nor is renamed through the split (car stays 3, not motorcycle)."""
-    import owp.sources
+    import owp.models.two_stage.torchvision as sources
 
     for key, value in SMALL.items():
-        monkeypatch.setitem(owp.sources.FCOS_OPTIONS, key, value)
+        monkeypatch.setitem(sources.FCOS_OPTIONS, key, value)
     names = weights_enum("fcos_resnet50_fpn").meta["categories"]
     categories = [
         {"id": i, "name": n} for i, n in enumerate(names) if n not in ("__background__", "N/A")
@@ -306,7 +307,7 @@ def test_init_state_starts_a_class_agnostic_iou_model_from_torchvision_fcos(torc
 
 
 def test_the_fcos_source_exports(torch_home):
-    from owp.export import FCOSPipeline, RPNPipeline, pipeline_for
+    from owp.export.onnx import FCOSPipeline, RPNPipeline, pipeline_for
 
     assert isinstance(pipeline_for(owp.load("torchvision:fcos_resnet50_fpn")), FCOSPipeline)
     faster = owp.load("torchvision:fasterrcnn_resnet50_fpn")
@@ -316,23 +317,23 @@ def test_the_fcos_source_exports(torch_home):
 def test_export_keeps_the_scorings_threshold_as_predict_does(torch_home, tmp_path, monkeypatch):
     """owp export --scoring cls*centerness exports torchvision's 0.2 score threshold, as
     owp predict --scoring cls*centerness applies it: the same boxes."""
-    import owp.export
-    import owp.sources
+    import owp.export.onnx
+    import owp.models.two_stage.torchvision as sources
 
     for key, value in SMALL.items():
-        monkeypatch.setitem(owp.sources.FCOS_OPTIONS, key, value)
+        monkeypatch.setitem(sources.FCOS_OPTIONS, key, value)
     exported = {}
 
-    def capture(model, out, **options):  # the graph itself is tested in tests/test_export.py
+    def capture(model, out, **options):  # the graph itself is tested in tests/export/test_export.py
         exported.update(model=model, **options)
         Path(out).write_bytes(b"onnx")
         return Path(out)
 
-    monkeypatch.setattr(owp.export, "export_onnx", capture)
+    monkeypatch.setattr(owp.export.onnx, "export_onnx", capture)
     out = tmp_path / "fcos.onnx"
     argv = ["export", "torchvision:fcos_resnet50_fpn", "--scoring", "cls*centerness"]
     assert main([*argv, "--out", str(out)]) == 0
-    pipeline = owp.export.pipeline_for(exported["model"], scorings=exported["scorings"])
+    pipeline = owp.export.onnx.pipeline_for(exported["model"], scorings=exported["scorings"])
     image = image_tensor(100, 140, seed=3)
     with torch.inference_mode():
         boxes = pipeline(image)[0]

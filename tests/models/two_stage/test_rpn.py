@@ -6,7 +6,7 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.ops import box_iou
 
 import owp
-from owp.models.factory import create_model, model_config
+from owp.models.registry import create_model, model_config
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from owp.engine.recipes import parameter_groups
 from owp.engine.runs import load
 from owp.engine.trainer import train
 from owp.models.backbones import resnet_fpn_backbone
-from owp.models.factory import create_model, list_models
+from owp.models.registry import create_model, list_models
 
 TWO_STAGE = ("rpn_tiny", "oln_tiny", "double_head_tiny")
 PRESET_OF = {

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from owp.models.postprocess import PostprocessConfig, decode_boxes, postprocess
+from owp.models.fcos.postprocess import PostprocessConfig, decode_boxes, postprocess
 
 
 def logit(p: float) -> float:
@@ -137,7 +137,7 @@ def test_empty_boxes_are_dropped_before_the_top_k(scoring):
 
 
 def test_two_stage_selection_drops_empty_boxes_before_the_top_k():
-    from owp.models.rcnn import RCNNPostprocessConfig, select_boxes
+    from owp.models.two_stage.base import RCNNPostprocessConfig, select_boxes
 
     boxes = torch.tensor([[10.0, 10.0, 10.0, 30.0], [-20.0, 0.0, -5.0, 10.0], [0.0, 0.0, 5.0, 5.0]])
     scores = torch.tensor([0.9, 0.8, 0.1])

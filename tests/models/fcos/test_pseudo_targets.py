@@ -8,16 +8,16 @@ import pytest
 import torch
 
 import owp
-from owp.models.assign import (
+from owp.models.fcos.assign import (
     BACKGROUND,
     IGNORE,
     assign,
     assign_targets,
     assigned_to_flagged,
-    make_points,
     pad_targets,
 )
-from owp.models.factory import create_model
+from owp.models.fcos.points import make_points
+from owp.models.registry import create_model
 
 # One 8 x 8 level at stride 8 (points at 0, 8, ..., 56), every box size accepted.
 POINTS = make_points([(8, 8)], strides=(8,), size_ranges=((0, math.inf),))

@@ -22,7 +22,7 @@ from owp.cli import main  # noqa: E402
 from owp.config import DataConfig, ModelConfig, RunConfig  # noqa: E402
 from owp.engine.checkpoint import save_checkpoint  # noqa: E402
 from owp.export import OnnxProposer, export_onnx  # noqa: E402
-from owp.models.factory import create_model  # noqa: E402
+from owp.models.registry import create_model  # noqa: E402
 
 SCORINGS = ("iou", "centerness", "geomean", "cls*centerness", "cls*iou")
 SIZES = [(240, 320), (333, 251)]  # the export traces a 224 x 288 image

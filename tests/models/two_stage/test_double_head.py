@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from owp.models.double_head import DoubleHeadBoxHead, DoubleHeadPredictor
-from owp.models.factory import create_model, model_config
+from owp.models.registry import create_model, model_config
+from owp.models.two_stage.double_head import DoubleHeadBoxHead, DoubleHeadPredictor
 
 NUM_CLASSES = 3
 

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from owp.errors import OwpInputError
-from owp.models.assign import BACKGROUND, IGNORE, make_points, unknown_object_mask
-from owp.models.factory import create_model, model_config
+from owp.models.fcos.assign import BACKGROUND, IGNORE
+from owp.models.fcos.masking import unknown_object_mask
+from owp.models.fcos.points import make_points
+from owp.models.registry import create_model, model_config
 
 # One 4 x 4 level at stride 8: points at x, y in {0, 8, 16, 24}.
 POINTS = make_points([(4, 4)], strides=(8,), size_ranges=((0, float("inf")),))

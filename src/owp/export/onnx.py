@@ -1,12 +1,13 @@
-"""ONNX export of the whole proposal pipeline, and running exported files with ONNX Runtime.
+"""ONNX export of the whole proposal pipeline (run the files with
+:class:`owp.export.runtime.OnnxProposer`).
 
 ``export_onnx(model, "model.onnx")`` writes one ONNX graph that does everything
 ``model([image])`` does in eval mode: torchvision's transform (normalisation, resize to
 ``min_size`` / ``max_size``, zero padding to a multiple of 32), the backbone, the head, box
 decoding, the per-level top-k, clipping, NMS, the final top-k and the rescale to input pixels.
-FCOS-OWP (every scoring) and the RPN proposer (``rpn_*``, scoring ``rpn``; torchvision Faster
-R-CNNs through :mod:`owp.sources`) export; OLN and Double-Head R-CNN do not (see
-:data:`NOT_EXPORTABLE`).
+A model says how it exports (:class:`~owp.models.contract.ProposalModel`'s ``EXPORT_AS``):
+FCOS-OWP (every scoring) and the RPN proposers (``rpn_*`` and torchvision's Faster R-CNNs,
+scoring ``rpn``) do; OLN and Double-Head R-CNN do not (their ``EXPORT_REFUSAL`` says why).
 
 The graph's contract:
 
@@ -23,7 +24,7 @@ The ONNX metadata holds ``owp_version``, ``owp_model`` (the model name or source
 ``owp_input`` and, when known, ``owp_class_names``: :class:`OnnxProposer` (``owp predict
 model.onnx``) needs nothing else.
 
-The selection is written here rather than taken from :mod:`owp.models.postprocess` because
+The selection is written here rather than taken from :mod:`owp.models.fcos.postprocess` because
 ``torch.export`` needs data-dependent sizes without Python branches on them; it follows the
 same steps, and the parity tests compare both on images of sizes never seen at export time.
 """
@@ -44,32 +45,21 @@ from torch import Tensor, nn
 from torchvision.ops import nms
 
 from owp.errors import OwpInputError
+from owp.export.runtime import (
+    AGNOSTIC_OUTPUTS,
+    CLASS_OUTPUTS,
+    INPUT_NAME,
+    OnnxProposer,
+    require_extra,
+)
+from owp.models.contract import ProposalModel
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
-INPUT_NAME = "image"
-AGNOSTIC_OUTPUTS: tuple[str, ...] = ("boxes", "scores", "objectness")
-CLASS_OUTPUTS: tuple[str, ...] = ("labels", "class_scores")
 SIZE_DIVISIBLE = 32  # torchvision's GeneralizedRCNNTransform pads batches to this multiple
 # Input sides the graph is traced for; any size in this range runs.
 MIN_SIDE, MAX_SIDE = 16, 16384
-
-NOT_EXPORTABLE: dict[str, str] = {
-    "OLN": (
-        "OLN does not export to ONNX: its RoI stage pools with torchvision's "
-        "MultiScaleRoIAlign, which picks its pyramid scales from the feature-map sizes of each "
-        "call (Python floats taken from tensors), and torch.export cannot trace that with "
-        "dynamic image sizes; export an FCOS-OWP or RPN model instead"
-    ),
-    "DoubleHeadRCNN": (
-        "Double-Head R-CNN does not export to ONNX: its RoI stage pools with torchvision's "
-        "MultiScaleRoIAlign, which picks its pyramid scales from the feature-map sizes of each "
-        "call (Python floats taken from tensors), and torch.export cannot trace that with "
-        "dynamic image sizes; export an FCOS-OWP or RPN model instead"
-    ),
-}
-
 
 # --------------------------------------------------------------------------- graph pieces
 
@@ -157,9 +147,9 @@ def _per_class_nms(boxes: Tensor, scores: Tensor, labels: Tensor, threshold: flo
 
 
 def _points(features: Sequence[Tensor], batch: Tensor) -> tuple[Tensor, Tensor, list]:
-    """FCOS-OWP's location grid (:func:`owp.models.assign.make_points` with the padded batch
+    """FCOS-OWP's location grid (:func:`owp.models.fcos.points.make_points` with the padded batch
     size) without turning the symbolic feature sizes into Python integers."""
-    from owp.models.assign import FCOS_STRIDES
+    from owp.models.fcos.points import FCOS_STRIDES
 
     xy, strides, counts = [], [], []
     for feature, stride in zip(features, FCOS_STRIDES, strict=True):
@@ -199,7 +189,7 @@ def _names(outputs: Sequence[str], scorings: Sequence[str]) -> tuple[str, ...]:
 
 
 class FCOSPipeline(_Pipeline):
-    """FCOS-OWP's eval forward (:mod:`owp.models.postprocess`) for one image, per scoring."""
+    """FCOS-OWP's eval forward (:mod:`owp.models.fcos.postprocess`) for one image, per scoring."""
 
     def __init__(self, model: nn.Module, scorings: Sequence[str], transform: dict, top_k: int):
         super().__init__(transform)
@@ -207,7 +197,7 @@ class FCOSPipeline(_Pipeline):
         self.configs = [
             replace(model.postprocess_config, scoring=s, post_nms_top_n=top_k) for s in scorings
         ]
-        self.classifies = model.config.num_classes is not None
+        self.classifies = model.classifies
         outputs = AGNOSTIC_OUTPUTS + (CLASS_OUTPUTS if self.classifies else ())
         self.output_names = _names(outputs, scorings)
         self.required = tuple(sorted({k for c in self.configs for k in c.required_outputs()}))
@@ -223,7 +213,11 @@ class FCOSPipeline(_Pipeline):
         return tuple(result)
 
     def _select(self, outputs, xy, strides, counts, size, ratios, config) -> list[Tensor]:
-        from owp.models.postprocess import MIN_OUTPUT_BOX_SIZE, decode_boxes, location_objectness
+        from owp.models.fcos.postprocess import (
+            MIN_OUTPUT_BOX_SIZE,
+            decode_boxes,
+            location_objectness,
+        )
 
         objectness = location_objectness({k: v[None] for k, v in outputs.items()}, config.scoring)
         objectness = objectness[0]
@@ -263,7 +257,7 @@ class FCOSPipeline(_Pipeline):
 
 class RPNPipeline(_Pipeline):
     """A torchvision ``RegionProposalNetwork``'s proposals with their objectness, then owp's
-    class-agnostic selection (:func:`owp.models.rcnn.select_boxes`), for one image."""
+    class-agnostic selection (:func:`owp.models.two_stage.base.select_boxes`), for one image."""
 
     output_names = AGNOSTIC_OUTPUTS
 
@@ -277,7 +271,7 @@ class RPNPipeline(_Pipeline):
         from torchvision.models.detection.image_list import ImageList
         from torchvision.models.detection.rpn import concat_box_prediction_layers
 
-        from owp.models.postprocess import MIN_OUTPUT_BOX_SIZE
+        from owp.models.fcos.postprocess import MIN_OUTPUT_BOX_SIZE
 
         rpn = self.rpn
         batch, size, ratios = self.prepare(image)
@@ -320,21 +314,19 @@ class RPNPipeline(_Pipeline):
 
 
 def pipeline_for(
-    model: nn.Module,
+    model: ProposalModel,
     *,
     scorings: Sequence[str] | None = None,
     min_size: int | None = None,
     max_size: int | None = None,
     top_k: int | None = None,
 ) -> _Pipeline:
-    """The traceable one-image pipeline of ``model`` (FCOS-OWP, the RPN proposer or a
-    torchvision Faster R-CNN source); :class:`OwpInputError` for models that do not export."""
-    from owp.models.fcos import FCOSOWP
-    from owp.models.rpn import RPNProposer
-
+    """The traceable one-image pipeline of ``model`` (by its ``EXPORT_AS``: FCOS-OWP, the RPN
+    proposer or a torchvision Faster R-CNN source); :class:`OwpInputError` for models that do
+    not export (their ``EXPORT_REFUSAL``)."""
+    if model.EXPORT_AS is None:
+        raise OwpInputError(model.EXPORT_REFUSAL)
     kind = type(model).__name__
-    if kind in NOT_EXPORTABLE:
-        raise OwpInputError(NOT_EXPORTABLE[kind])
     config = model.postprocess_config
     scorings = list(scorings or [config.scoring])
     transform = {
@@ -348,8 +340,8 @@ def pipeline_for(
     top_k = int(top_k or config.post_nms_top_n)
     if top_k < 1:
         raise OwpInputError(f"--top-k must be a positive integer, got {top_k}")
-    if isinstance(model, FCOSOWP):
-        from owp.models.postprocess import SCORING_MODES
+    if model.EXPORT_AS == "fcos":
+        from owp.models.fcos.postprocess import SCORING_MODES
 
         for scoring in scorings:
             if scoring not in SCORING_MODES:
@@ -357,7 +349,7 @@ def pipeline_for(
                     f"unknown scoring {scoring!r}; use one of {', '.join(SCORING_MODES)}"
                 )
             branches = replace(config, scoring=scoring).required_outputs()
-            have = {"cls_logits"} if model.config.num_classes is not None else set()
+            have = {"cls_logits"} if model.classifies else set()
             have |= {
                 "bbox_ctrness" if b == "centerness" else "bbox_iou" for b in model.config.objectness
             }
@@ -367,20 +359,17 @@ def pipeline_for(
                     f"scoring {scoring!r} needs {', '.join(missing)}, which this model lacks"
                 )
         return FCOSPipeline(model, scorings, transform, top_k)
-    rpn = getattr(model, "rpn", None)
-    if isinstance(model, RPNProposer) or getattr(model, "exports_as_rpn", False):
-        if scorings != ["rpn"]:
-            raise OwpInputError(
-                f"only scoring 'rpn' exports for {kind} (asked: {', '.join(scorings)}): the RoI "
-                "box head pools with MultiScaleRoIAlign, whose scales torch.export cannot trace"
-            )
-        select = replace(config, post_nms_top_n=top_k)
-        return RPNPipeline(model.backbone, rpn, select, transform)
-    raise OwpInputError(f"cannot export a {kind}: FCOS-OWP and RPN proposers export")
+    if scorings != ["rpn"]:  # EXPORT_AS "rpn": the backbone and the RPN's proposals
+        raise OwpInputError(
+            f"only scoring 'rpn' exports for {kind} (asked: {', '.join(scorings)}): the RoI "
+            "box head pools with MultiScaleRoIAlign, whose scales torch.export cannot trace"
+        )
+    select = replace(config, post_nms_top_n=top_k)
+    return RPNPipeline(model.backbone, model.rpn, select, transform)
 
 
 def export_onnx(
-    model: nn.Module,
+    model: ProposalModel,
     out: str | Path,
     *,
     opset: int | None = None,
@@ -408,8 +397,8 @@ def export_onnx(
     Returns:
         ``out``.
     """
-    _require("onnx")
-    _require("onnxscript")
+    require_extra("onnx")
+    require_extra("onnxscript")
     from owp import __version__
     from owp.files import write_atomic
 
@@ -486,96 +475,3 @@ def _plain(config: Any) -> Any:
 
     data = asdict(config) if is_dataclass(config) else dict(config)
     return json.loads(json.dumps(data, default=str))
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-class OnnxProposer:
-    """An exported owp ONNX file run with ONNX Runtime, under the model contract.
-
-    ``proposer(images)`` with ``images`` a list of ``Tensor[3, H, W]`` in 0..1 returns per image
-    a dict of ``boxes``, ``scores``, ``objectness`` (and ``labels``, ``class_scores``) as
-    tensors, exactly the outputs of the first exported scoring. ``metadata`` holds the file's
-    ``owp_*`` entries (``config`` and the lists decoded from JSON).
-    """
-
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        ort = _require("onnxruntime")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise OwpInputError("ONNX file not found", path=self.path)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise OwpInputError(
-                f"not a readable ONNX file ({type(error).__name__}: {first[:200]})", path=self.path
-            ) from None
-        raw = self.session.get_modelmeta().custom_metadata_map
-        if "owp_outputs" not in raw:
-            raise OwpInputError(
-                "not an owp export (no owp_* metadata); write it with `owp export`", path=self.path
-            )
-        self.metadata: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key.startswith("owp_"):
-                name = key.removeprefix("owp_")
-                try:
-                    self.metadata[name] = json.loads(value) if name != "input" else value
-                except json.JSONDecodeError:
-                    self.metadata[name] = value
-        names = [o.name for o in self.session.get_outputs()]
-        inputs = [i.name for i in self.session.get_inputs()]
-        if inputs != [INPUT_NAME] or names[:3] != list(AGNOSTIC_OUTPUTS):
-            raise OwpInputError(
-                f"unexpected ONNX interface (inputs {inputs}, outputs {names[:5]})", path=self.path
-            )
-        self.output_names = [n for n in names if ":" not in n]
-        self.classifies = "labels" in self.output_names
-        names_ = self.metadata.get("class_names")
-        self.class_names = list(names_) if isinstance(names_, list) else None
-        ids = self.metadata.get("category_ids")
-        self.category_ids = list(ids) if isinstance(ids, list) else None
-        self.training = False
-
-    @property
-    def scoring(self) -> str:
-        return self.metadata.get("scorings", ["?"])[0]
-
-    def eval(self) -> OnnxProposer:
-        return self
-
-    def to(self, device: Any) -> OnnxProposer:
-        """ONNX Runtime runs on the CPU here: any device request is accepted and ignored."""
-        return self
-
-    def run(self, image: Tensor) -> dict[str, Tensor]:
-        """The first scoring's outputs for one image ``[3, H, W]`` in 0..1."""
-        array = image.detach().to("cpu", torch.float32).contiguous().numpy()
-        values = self.session.run(self.output_names, {INPUT_NAME: array})
-        return {
-            name: torch.from_numpy(value)
-            for name, value in zip(self.output_names, values, strict=True)
-        }
-
-    def __call__(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
-        return [self.run(image) for image in images]
-
-
-def _require(module: str):
-    """Import an optional dependency or fail in one line saying how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise OwpInputError(
-            f"{module} is not installed; install the export extra: pip install 'owp[export]'"
-        ) from None

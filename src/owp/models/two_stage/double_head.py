@@ -42,13 +42,20 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops.misc import Conv2dNormActivation
 
-from owp.models.rcnn import ROI_SIZE, RCNNConfig, TwoStageDetector, select_boxes, select_each
-from owp.models.rpn import build_rpn, rpn_forward
+from owp.models.two_stage.base import (
+    ROI_EXPORT_REFUSAL,
+    ROI_SIZE,
+    RCNNConfig,
+    TwoStageDetector,
+    select_boxes,
+    select_each,
+)
+from owp.models.two_stage.rpn import build_rpn, rpn_forward
 
 
 @dataclass
 class DoubleHeadConfig(RCNNConfig):
-    """:class:`~owp.models.rcnn.RCNNConfig` of Double-Head R-CNN.
+    """:class:`~owp.models.two_stage.base.RCNNConfig` of Double-Head R-CNN.
 
     ``num_classes``: base classes (required). ``conv_channels``, ``num_res_blocks``: the conv
     head. ``complementary``: Double-Head-Ext losses and score fusion; ``fc_loss_weight``,
@@ -204,6 +211,8 @@ class DoubleHeadRoIHeads(RoIHeads):
 
 class DoubleHeadRCNN(TwoStageDetector):
     """Faster R-CNN (torchvision's RPN) with the Double-Head RoI head."""
+
+    EXPORT_REFUSAL: ClassVar[str] = f"Double-Head R-CNN {ROI_EXPORT_REFUSAL}"
 
     PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
         "backbone": ("backbone.",),

@@ -28,7 +28,8 @@ from torchvision.models.detection.rpn import (
     concat_box_prediction_layers,
 )
 
-from owp.models.rcnn import (
+from owp.models.contract import ExportKind
+from owp.models.two_stage.base import (
     ROI_SIZE,
     RCNNConfig,
     RCNNPostprocessConfig,
@@ -40,7 +41,7 @@ from owp.models.rcnn import (
 
 @dataclass
 class RPNConfig(RCNNConfig):
-    """:class:`~owp.models.rcnn.RCNNConfig` of the RPN proposer.
+    """:class:`~owp.models.two_stage.base.RCNNConfig` of the RPN proposer.
 
     ``roi_heads``: add torchvision's class-agnostic box head (TwoMLPHead + 2-way predictor).
     Scorings: ``rpn`` (RPN objectness on the RPN boxes) and ``roi`` (the box head's object
@@ -107,7 +108,10 @@ def rpn_forward(
 
 
 class RPNProposer(TwoStageDetector):
-    """Faster R-CNN's RPN (optionally with a class-agnostic box head) as a proposal model."""
+    """Faster R-CNN's RPN (optionally with a class-agnostic box head) as a proposal model; it
+    exports to ONNX with the ``rpn`` scoring."""
+
+    EXPORT_AS: ClassVar[ExportKind | None] = "rpn"
 
     PARTS: ClassVar[dict[str, tuple[str, ...]]] = {
         "backbone": ("backbone.",),

@@ -15,10 +15,11 @@ from torch import nn
 
 from owp.checks import Range, check_value
 from owp.errors import OwpInputError
-from owp.models.double_head import DoubleHeadConfig, DoubleHeadRCNN
-from owp.models.fcos import FCOSOWP, FCOSOWPConfig
-from owp.models.oln import OLN, OLNConfig
-from owp.models.rpn import RPNConfig, RPNProposer
+from owp.models.fcos.config import FCOSOWPConfig
+from owp.models.fcos.model import FCOSOWP
+from owp.models.two_stage.double_head import DoubleHeadConfig, DoubleHeadRCNN
+from owp.models.two_stage.oln import OLN, OLNConfig
+from owp.models.two_stage.rpn import RPNConfig, RPNProposer
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,10 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build model ``name`` (see :func:`list_models`) with random weights.
 
     ``overrides`` are fields of the model's config dataclass:
-    :class:`~owp.models.fcos.FCOSOWPConfig` for ``fcos_owp_*``,
-    :class:`~owp.models.rpn.RPNConfig` for ``rpn_*``, :class:`~owp.models.oln.OLNConfig` for
-    ``oln_*`` and :class:`~owp.models.double_head.DoubleHeadConfig` for ``double_head_*``:
+    :class:`~owp.models.fcos.config.FCOSOWPConfig` for ``fcos_owp_*``,
+    :class:`~owp.models.two_stage.rpn.RPNConfig` for ``rpn_*``,
+    :class:`~owp.models.two_stage.oln.OLNConfig` for ``oln_*`` and
+    :class:`~owp.models.two_stage.double_head.DoubleHeadConfig` for ``double_head_*``:
     torchvision's transform arguments (``min_size``, ``max_size``, ...), head options
     (``num_classes``, ``objectness``, ...), target options and output options (``scoring``,
     ``score_thresh``, ``nms_thresh``, ``post_nms_top_n``, ...).

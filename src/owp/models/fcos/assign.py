@@ -1,23 +1,13 @@
-"""FCOS location-to-box assignment and the objectness targets of FCOS-OWP.
+"""FCOS location-to-box assignment, with ignore (crowd) regions and pseudo boxes.
 
-Every feature-map location is an anchor point. At stride ``s`` the point of column ``col`` and
-row ``row`` lies at pixel ``(col * s, row * s)``; points are row-major within a level and the
-levels are concatenated P3..P7 -- exactly the order and centres of torchvision's FCOS anchors
-(``AnchorGenerator`` with sizes equal to the strides). For a point ``(x, y)`` and a box
-``(x0, y0, x1, y1)`` (xyxy pixels) the regression target is
-``(l*, t*, r*, b*) = (x - x0, y - y0, x1 - x, y1 - y)``.
-
+For a point ``(x, y)`` (:mod:`owp.models.fcos.points`) and a box ``(x0, y0, x1, y1)`` (xyxy
+pixels) the regression target is ``(l*, t*, r*, b*) = (x - x0, y - y0, x1 - x, y1 - y)``.
 Assignment (:func:`assign`) follows ``torchvision.models.detection.FCOS.compute_loss``: a point
 is a candidate for a box when it lies strictly inside it (``min(l*, t*, r*, b*) > 0``), when
 ``m = max(l*, t*, r*, b*)`` fits its level's size range, and -- with center sampling -- when it
 lies within ``center_radius * s`` of the box centre along both axes. Among several candidate
 boxes the one with the smallest area wins. Ground truth is padded to ``M`` boxes per image
 (:func:`pad_targets`) and the whole batch is assigned at once.
-
-The objectness branches learn centerness (:func:`centerness_targets`) or the IoU of the
-predicted box (:func:`iou_targets`, with IoU sampling) at the points that
-:func:`objectness_samples` selects: the center-sampling foreground, the whole foreground, or
-every point that is not ignored.
 
 Everything works in pixels; the tensor shapes used throughout are ``B`` images, ``P`` points
 and ``M`` (padded) boxes per image.
@@ -26,132 +16,20 @@ and ``M`` (padded) boxes per image.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
-from torchvision.ops import nms
 
-FCOS_STRIDES: tuple[int, ...] = (8, 16, 32, 64, 128)
-FCOS_SIZE_RANGES: tuple[tuple[float, float], ...] = (
-    (0, 64),
-    (64, 128),
-    (128, 256),
-    (256, 512),
-    (512, math.inf),
-)
-SAMPLE_SETS: tuple[str, ...] = ("center", "foreground", "all")
+from owp.models.fcos.points import Points
+
+# matched index of a point assigned to no box, and of a point inside an ignore (crowd) region
 BACKGROUND = -1
 IGNORE = -2
 
-_IOU_EPS = 1e-6
 # Boxes per int64 word in assign's bit-packed candidate search (bit 63 is the sign).
 _WORD_BITS = 63
-
-
-@dataclass(frozen=True)
-class Points:
-    """All anchor points of one (padded) image size, shared by every image of a batch.
-
-    Attributes:
-        xy: ``[P, 2]`` float ``(x, y)`` pixel positions, levels concatenated, row-major within a
-            level.
-        stride: ``[P]`` float stride of each point's level.
-        level: ``[P]`` int64 level index ``0 .. L-1``.
-        size_range: ``[P, 2]`` float ``(lower, upper]`` bounds on ``max(l*, t*, r*, b*)``.
-        num_per_level: ``L`` ints, the number of points of each level (``H_l * W_l``).
-        feature_sizes: ``L`` pairs ``(H_l, W_l)``. :func:`assign` relies on each level being
-            the product grid that :func:`make_points` builds (one stride and size range per
-            level), which lets it work on rows and columns separately.
-    """
-
-    xy: Tensor
-    stride: Tensor
-    level: Tensor
-    size_range: Tensor
-    num_per_level: list[int]
-    feature_sizes: list[tuple[int, int]]
-
-    def __post_init__(self) -> None:
-        if any(height < 1 or width < 1 for height, width in self.feature_sizes):
-            raise ValueError(f"feature sizes must be positive, got {self.feature_sizes}")
-        counts = [height * width for height, width in self.feature_sizes]
-        if counts != list(self.num_per_level):
-            raise ValueError(
-                f"num_per_level {self.num_per_level} does not match feature_sizes "
-                f"{self.feature_sizes}"
-            )
-        total = sum(counts)
-        shapes = {
-            "xy": (self.xy.shape, (total, 2)),
-            "stride": (self.stride.shape, (total,)),
-            "level": (self.level.shape, (total,)),
-            "size_range": (self.size_range.shape, (total, 2)),
-        }
-        for name, (shape, expected) in shapes.items():
-            if tuple(shape) != expected:
-                raise ValueError(f"Points.{name} has shape {tuple(shape)}, expected {expected}")
-
-
-def make_points(
-    feature_sizes: Sequence[tuple[int, int]],
-    strides: Sequence[float] = FCOS_STRIDES,
-    size_ranges: Sequence[tuple[float, float]] = FCOS_SIZE_RANGES,
-    *,
-    image_size: tuple[int, int] | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Points:
-    """Anchor points of feature maps of sizes ``feature_sizes`` (``(H_l, W_l)`` per level).
-
-    Points lie at ``(col * step_x, row * step_y)``. Without ``image_size`` the steps are the
-    level's stride. With the padded batch size ``image_size = (H, W)`` they are
-    ``W // W_l`` and ``H // H_l``, torchvision's ``AnchorGenerator`` convention, which
-    differs from the stride on P6/P7 when ``H`` or ``W`` is not a multiple of 128 (e.g.
-    ``800 // 13 = 61``); the stride still scales the regression, the center-sampling radius and
-    the size ranges. FCOS-OWP uses the torchvision positions so that its checkpoints transfer.
-
-    ``strides`` and ``size_ranges`` give one entry per level. A level accepts a box at a point
-    when ``lower < max(l*, t*, r*, b*) <= upper``: half-open intervals, where torchvision uses
-    open ones with the same bounds (the two differ only when ``m`` lies exactly on a bound).
-    With the FCOS defaults the first lower bound is 0 and the last upper bound is infinite.
-    """
-    if not (len(feature_sizes) == len(strides) == len(size_ranges)):
-        raise ValueError(
-            f"need one stride and one size range per level: got {len(feature_sizes)} feature "
-            f"sizes, {len(strides)} strides and {len(size_ranges)} size ranges"
-        )
-    xy, stride, level, size_range = [], [], [], []
-    for index, ((height, width), step, bounds) in enumerate(
-        zip(feature_sizes, strides, size_ranges, strict=True)
-    ):
-        step_y, step_x = (
-            (step, step)
-            if image_size is None
-            else (
-                image_size[0] // height,
-                image_size[1] // width,
-            )
-        )
-        rows = torch.arange(height, device=device, dtype=dtype) * step_y
-        cols = torch.arange(width, device=device, dtype=dtype) * step_x
-        grid_y, grid_x = torch.meshgrid(rows, cols, indexing="ij")
-        xy.append(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))
-        count = height * width
-        stride.append(torch.full((count,), float(step), device=device, dtype=dtype))
-        level.append(torch.full((count,), index, device=device, dtype=torch.int64))
-        bounds_tensor = torch.tensor([float(b) for b in bounds], device=device, dtype=dtype)
-        size_range.append(bounds_tensor.expand(count, 2))
-    return Points(
-        xy=torch.cat(xy),
-        stride=torch.cat(stride),
-        level=torch.cat(level),
-        size_range=torch.cat(size_range),
-        num_per_level=[height * width for height, width in feature_sizes],
-        feature_sizes=[(int(height), int(width)) for height, width in feature_sizes],
-    )
 
 
 def pad_targets(
@@ -490,195 +368,3 @@ def _axis_conditions(
     if radius is not None:
         fits &= (coords - (low + high) / 2).abs() < radius
     return fits, farthest > lower
-
-
-def check_labels(labels: Tensor, num_classes: int) -> None:
-    """Raise ``ValueError`` naming both numbers when a label lies outside ``[0, num_classes)``.
-
-    ``labels``: any shape, int64, the 0-based class of each (regular, non-padding) box.
-    """
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        bad = int(labels.max()) if int(labels.max()) >= num_classes else int(labels.min())
-        raise ValueError(
-            f"target label {bad} is outside [0, {num_classes}): the model has num_classes="
-            f"{num_classes}; labels must index the split's base classes"
-        )
-
-
-def ltrb_targets(points: Points, boxes: Tensor) -> Tensor:
-    """Regression targets ``(x - x0, y - y0, x1 - x, y1 - y)``.
-
-    Args:
-        points: ``P`` anchor points.
-        boxes: ``[B, P, 4]`` xyxy box per point (e.g. from :func:`gather_boxes`).
-
-    Returns:
-        ``[B, P, 4]`` ``(l*, t*, r*, b*)``.
-    """
-    xy = points.xy[None]
-    return torch.cat([xy - boxes[..., :2], boxes[..., 2:] - xy], dim=-1)
-
-
-def gather_boxes(gt_boxes: Tensor, matched: Tensor) -> Tensor:
-    """The assigned box of every point: ``[B, M, 4]`` and ``[B, P]`` -> ``[B, P, 4]``.
-
-    Points with ``matched < 0`` (background, ignore) get zeros.
-    """
-    batch, num_points = matched.shape
-    if gt_boxes.shape[1] == 0:
-        return gt_boxes.new_zeros((batch, num_points, 4))
-    index = matched.clamp(min=0)[..., None].expand(-1, -1, 4)
-    return gt_boxes.gather(1, index).masked_fill((matched < 0)[..., None], 0)
-
-
-def centerness_targets(ltrb: Tensor) -> Tensor:
-    """FCOS centerness ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))``.
-
-    Args:
-        ltrb: ``[..., 4]`` regression targets.
-
-    Returns:
-        ``[...]`` in ``[0, 1]``. Where a distance is not positive (a point outside its box, as
-        for background) the result is 0 instead of NaN.
-    """
-    left, top, right, bottom = ltrb.unbind(-1)
-    tiny = torch.finfo(ltrb.dtype).tiny
-    horizontal = torch.minimum(left, right).clamp(min=0) / torch.maximum(left, right).clamp(
-        min=tiny
-    )
-    vertical = torch.minimum(top, bottom).clamp(min=0) / torch.maximum(top, bottom).clamp(min=tiny)
-    return torch.sqrt(horizontal * vertical)
-
-
-def iou_targets(pred_ltrb: Tensor, target_ltrb: Tensor, *, threshold: float | None = 0.3) -> Tensor:
-    """IoU between the predicted and the target box at each point, as a constant target.
-
-    Both boxes share the point, so with ``I = (min(l, l*) + min(r, r*)) * (min(t, t*) +
-    min(b, b*))`` and ``U = (l* + r*)(t* + b*) + (l + r)(t + b) - I`` the IoU is ``I / U``
-    (``U`` clamped to at least 1e-6). IoU sampling: values below ``threshold`` become 0;
-    ``threshold=None`` keeps them.
-
-    Args:
-        pred_ltrb: ``[..., 4]`` predicted distances (detached here: no gradient flows).
-        target_ltrb: ``[..., 4]`` target distances.
-
-    Returns:
-        ``[...]`` IoU targets in ``[0, 1]`` for positive distances.
-    """
-    pred = pred_ltrb.detach()
-    target = target_ltrb.detach()
-    overlap = torch.minimum(pred, target)
-    intersection = (overlap[..., 0] + overlap[..., 2]) * (overlap[..., 1] + overlap[..., 3])
-    union = _area(target) + _area(pred) - intersection
-    iou = intersection / union.clamp(min=_IOU_EPS)
-    if threshold is None:
-        return iou
-    return iou.masked_fill(iou < threshold, 0)
-
-
-def _area(ltrb: Tensor) -> Tensor:
-    """Area ``(l + r) * (t + b)`` of ``[..., 4]`` distances: ``[...]``."""
-    return (ltrb[..., 0] + ltrb[..., 2]) * (ltrb[..., 1] + ltrb[..., 3])
-
-
-@dataclass(frozen=True)
-class ObjectnessSamples:
-    """Which points train the objectness branches, and against which box.
-
-    Attributes:
-        mask: ``[B, P]`` bool, the points that train the objectness branches.
-        matched: ``[B, P]`` int64, the box whose targets apply; :data:`BACKGROUND` where the
-            target is 0 and outside ``mask``.
-    """
-
-    mask: Tensor
-    matched: Tensor
-
-
-def objectness_samples(
-    sample_set: str, matched_cs: Tensor, matched_no_cs: Tensor
-) -> ObjectnessSamples:
-    """Objectness training samples for one of :data:`SAMPLE_SETS`.
-
-    * ``center``: the center-sampling foreground (FCOS default), targets w.r.t. its box.
-    * ``foreground``: every point assigned without center sampling, targets w.r.t. that box.
-    * ``all``: every point not marked :data:`IGNORE` by the assignment without center
-      sampling; its foreground gets targets w.r.t. its box, every other point target 0.
-
-    Crowd regions (:data:`IGNORE`, see :func:`assign`) are never samples. ``center`` is a subset
-    of ``foreground``, which is a subset of ``all``.
-
-    Args:
-        sample_set: one of :data:`SAMPLE_SETS`.
-        matched_cs: ``[B, P]`` from :func:`assign` with center sampling.
-        matched_no_cs: ``[B, P]`` from :func:`assign` with ``center_radius=None``.
-    """
-    if sample_set not in SAMPLE_SETS:
-        raise ValueError(
-            f"unknown objectness sample set {sample_set!r}; expected one of "
-            f"{', '.join(SAMPLE_SETS)}"
-        )
-    if matched_cs.shape != matched_no_cs.shape:
-        raise ValueError(
-            f"matched_cs {tuple(matched_cs.shape)} and matched_no_cs "
-            f"{tuple(matched_no_cs.shape)} differ in shape"
-        )
-    assigned = matched_cs if sample_set == "center" else matched_no_cs
-    foreground = assigned >= 0
-    mask = assigned != IGNORE if sample_set == "all" else foreground
-    return ObjectnessSamples(mask=mask, matched=torch.where(foreground, assigned, BACKGROUND))
-
-
-def unknown_object_mask(
-    objectness: Tensor,
-    matched: Tensor,
-    threshold: float,
-    *,
-    points: Points | None = None,
-    pred_boxes: Tensor | None = None,
-    nms_thresh: float | None = None,
-) -> Tensor:
-    """Background locations to leave out of the classification loss (unknown-object masking).
-
-    Pixel variant (``pred_boxes`` None): a background location (``matched == BACKGROUND``)
-    whose predicted ``objectness`` exceeds ``threshold`` is masked — probably an unlabelled
-    object that the classifier should not learn to call background. Area variant: each such
-    location's predicted box (after class-agnostic NMS at ``nms_thresh`` when given) masks every
-    background location strictly inside it. Assigned (foreground) and ignored locations are
-    never masked. Written by hand: the paper's method, no library has it.
-
-    Args:
-        objectness: ``[B, P]`` predicted objectness in [0, 1] (detached by the caller).
-        matched: ``[B, P]`` from :func:`assign`.
-        threshold: objectness above which a background location counts as an unknown object.
-        points: the anchor points (area variant).
-        pred_boxes: ``[B, P, 4]`` predicted xyxy boxes (area variant).
-        nms_thresh: area variant: suppress overlapping masking boxes first.
-
-    Returns:
-        ``[B, P]`` bool, True where the classification loss must skip the location.
-    """
-    background = matched == BACKGROUND
-    seeds = background & (objectness > threshold)
-    if pred_boxes is None:
-        return seeds
-    if points is None:
-        raise ValueError("the area variant needs the points")
-    mask = torch.zeros_like(seeds)
-    # One image at a time: the seed count varies per image and is small.
-    for image in range(seeds.shape[0]):
-        where = seeds[image].nonzero(as_tuple=True)[0]
-        if where.numel() == 0:
-            continue
-        boxes = pred_boxes[image, where]
-        if nms_thresh is not None:
-            boxes = boxes[nms(boxes, objectness[image, where], nms_thresh)]
-        x, y = points.xy[:, 0], points.xy[:, 1]
-        inside = (
-            (x[None] > boxes[:, 0:1])
-            & (x[None] < boxes[:, 2:3])
-            & (y[None] > boxes[:, 1:2])
-            & (y[None] < boxes[:, 3:4])
-        ).any(dim=0)
-        mask[image] = inside & background[image]
-    return mask

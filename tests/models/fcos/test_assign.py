@@ -7,21 +7,15 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from owp.models.assign import (
-    BACKGROUND,
-    FCOS_SIZE_RANGES,
-    FCOS_STRIDES,
-    IGNORE,
+from owp.models.fcos.assign import BACKGROUND, IGNORE, assign, pad_targets
+from owp.models.fcos.points import FCOS_SIZE_RANGES, FCOS_STRIDES, Points, make_points
+from owp.models.fcos.targets import (
     SAMPLE_SETS,
-    Points,
-    assign,
     centerness_targets,
     gather_boxes,
     iou_targets,
     ltrb_targets,
-    make_points,
     objectness_samples,
-    pad_targets,
 )
 
 # A 128 x 128 image on all five FCOS levels.
