@@ -1,5 +1,8 @@
 """Training recipes as data: which parameters train, and at which learning rate.
 
+The learning rate over the run is :func:`lr_scheduler`'s (linear warm-up, then steps; the base
+learning rate scaled with the batch size by :func:`scaled_lr`).
+
 A recipe is an ordered list of :class:`Rule` (first match wins) over parameter names. Each rule
 names a part of the model — ``backbone``, ``classification`` or ``localization``, which every
 model maps to parameter-name prefixes in its ``PARTS``, or ``None`` for every parameter — and
@@ -31,12 +34,17 @@ A frozen part is frozen completely (DESIGN.md §4):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 
 from owp.errors import OwpInputError
 from owp.models.freezing import freeze_batch_norm
+
+if TYPE_CHECKING:
+    from owp.config import TrainConfig
 
 PARTS: tuple[str, ...] = ("backbone", "classification", "localization", "objectness")
 CLASSIFICATION, LOCALIZATION, BACKBONE = "classification", "localization", "backbone"
@@ -163,6 +171,53 @@ def parameter_groups(model: nn.Module, recipe: str, base_lr: float) -> list[dict
     freeze_batch_norm(model)
     _detach_untrained_losses(model, trained)
     return [{**g, "name": ",".join(sorted(g["name"]))} for g in groups.values()]
+
+
+def scaled_lr(base_lr: float, batch_size: int) -> float:
+    """The linear scaling rule: ``base_lr`` is the learning rate at batch size 16."""
+    return base_lr * batch_size / 16
+
+
+class WarmupMultiStep:
+    """lr factor at iteration i: linear warm-up from ``warmup_factor``, then x``gamma`` at steps.
+
+    A picklable callable for ``LambdaLR``.
+    """
+
+    def __init__(self, warmup_iters: int, warmup_factor: float, steps: list[int], gamma: float):
+        self.warmup_iters, self.warmup_factor = warmup_iters, warmup_factor
+        self.steps, self.gamma = sorted(steps), gamma
+
+    def __call__(self, iteration: int) -> float:
+        factor = self.gamma ** sum(iteration >= s for s in self.steps)
+        if iteration < self.warmup_iters:
+            alpha = iteration / self.warmup_iters
+            factor *= self.warmup_factor * (1 - alpha) + alpha
+        return factor
+
+
+def schedule_steps(steps: tuple[float, ...], max_iters: int) -> list[int]:
+    """Step iterations from fractions of ``max_iters`` (< 1) or absolute iteration numbers."""
+    return [int(round(s * max_iters)) if s < 1 else int(s) for s in steps]
+
+
+def lr_scheduler(optimizer: Optimizer, train: TrainConfig, last_step: int = 0) -> LambdaLR:
+    """``train``'s warm-up + step schedule of ``optimizer``'s groups (their lr the factor
+    times their ``initial_lr``), positioned at ``last_step`` (a resume)."""
+    schedule = WarmupMultiStep(
+        train.warmup_iters,
+        train.warmup_factor,
+        schedule_steps(train.steps, train.max_iters),
+        train.gamma,
+    )
+    scheduler = LambdaLR(optimizer, schedule)
+    if last_step:
+        scheduler.last_epoch = last_step
+        scheduler._step_count = last_step + 1  # as after last_step calls of step()
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * schedule(last_step)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return scheduler
 
 
 _HOOK = "_owp_recipe_loss_hook"
