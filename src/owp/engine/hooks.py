@@ -190,7 +190,8 @@ class PeriodicEvalHook(HookBase):
 class TimeBudgetHook(HookBase):
     """End the run once ``seconds`` of wall-clock time (``time.perf_counter``, from
     ``before_train``) are spent: the step that starts then is the run's last (logged,
-    checkpointed and evaluated as the last), so the run overshoots by at most one step.
+    checkpointed and evaluated as the last), so the run overshoots by at most one step (and
+    the final evaluation).
 
     The lr schedule stays the config's; to fit it to a shorter run, give
     :meth:`Trainer.set_max_iters <owp.engine.trainer.Trainer.set_max_iters>` the number of
@@ -206,7 +207,8 @@ class TimeBudgetHook(HookBase):
 
     def before_step(self) -> None:
         trainer = self.trainer
-        spent = time.perf_counter() - self.start
+        # Rank 0's clock decides for every process, so that all of them stop at the same step.
+        spent = dist.broadcast_object(time.perf_counter() - self.start)
         if spent >= self.seconds and trainer.max_iters > trainer.step + 1:
             trainer.max_iters = trainer.step + 1
             log.info(
