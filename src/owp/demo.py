@@ -163,7 +163,7 @@ def _seconds_per_iteration(trainer: Trainer) -> float:
         probe = create_model(trainer.config.model.name, **trainer.config.model.options)
         probe.to(trainer.device).train()
         optimizer = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad], lr=1e-4)
-        batches = iter(trainer._loader(0))
+        batches = iter(trainer.train_loader())
         times = []
         for _ in range(CALIBRATION_STEPS + 1):
             images, targets, _ = next(batches)

@@ -12,14 +12,17 @@ import torch
 from torch import nn
 
 import owp
+from owp.config import TrainConfig
 from owp.engine.checkpoint import (
     CHECKPOINT_FORMAT,
+    check_same_model,
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     restore_rng_states,
     save_checkpoint,
+    schedule_changes,
 )
 from owp.errors import OwpInputError
 
@@ -307,3 +310,19 @@ def test_grad_scaler_state_round_trip(tmp_path: Path) -> None:
         scaler=disabled,
     )
     assert load_checkpoint(path)["scaler"] is None
+
+
+def test_a_resume_may_change_inference_options_and_the_schedule_only(tmp_path: Path) -> None:
+    options = {"objectness": ["iou"], "scoring": "iou"}
+    state = {"config": {"model": {"name": "fcos_owp_tiny", "options": options}}}
+    rescored = {"objectness": ("iou",), "scoring": "geomean", "post_nms_top_n": 500}
+    check_same_model(state, {"model": {"name": "fcos_owp_tiny", "options": rescored}}, tmp_path)
+    other = {"objectness": ["centerness"], "scoring": "iou"}
+    with pytest.raises(OwpInputError, match=r"cannot resume: model.objectness was \['iou'\]"):
+        check_same_model(state, {"model": {"name": "fcos_owp_tiny", "options": other}}, tmp_path)
+    with pytest.raises(OwpInputError, match="checkpoint is a 'fcos_owp_tiny' model"):
+        check_same_model(state, {"model": {"name": "rpn", "options": {}}}, tmp_path)
+    train = TrainConfig(max_iters=20, steps=(0.5, 0.8))
+    saved = {"max_iters": 10, "steps": [0.5, 0.8], "base_lr": train.base_lr}
+    assert schedule_changes(saved, train) == ["max_iters 10 -> 20"]
+    assert schedule_changes({}, train) == []

@@ -259,7 +259,7 @@ def test_two_steps_change_exactly_what_the_recipe_trains(case, tmp_path):
     before = _snapshot(model)
     model.train()
     for _ in range(2):
-        losses = trainer._train_step(model, images, targets, None)
+        losses = trainer.run_step(images, targets)
         assert losses and all(torch.isfinite(v) for v in losses.values()), losses
         assert set(losses) <= set(model.LOSS_PARTS)
     after = _snapshot(model)

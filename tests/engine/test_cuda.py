@@ -69,18 +69,18 @@ def test_resume_under_amp_continues_the_run(mini_set, tmp_path, monkeypatch, amp
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     config = mini_config(mini_set, amp, 6)
     train(config, tmp_path / "straight", progress=False)
-    original = Trainer._train_step
+    original = Trainer.run_step
 
     def interrupt_at_step_4(self, *args):
         if self.step == 3:
             raise KeyboardInterrupt
         return original(self, *args)
 
-    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_step_4)
+    monkeypatch.setattr(Trainer, "run_step", interrupt_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "resumed", progress=False)
     interrupted = load_checkpoint(tmp_path / "resumed" / "last.pt")
-    monkeypatch.setattr(Trainer, "_train_step", original)
+    monkeypatch.setattr(Trainer, "run_step", original)
     trainer = Trainer(config, tmp_path / "resumed", progress=False)
     trainer.resume()
     if amp == "fp16":  # the loss scale and its growth tracker come back

@@ -106,7 +106,7 @@ def _evaluate_worker(rank: int, out_dir: str) -> None:
     class Stand:  # the state Trainer.evaluate reads
         calls = 0
 
-        def _evaluate_here(self):
+        def val_metrics(self):
             Stand.calls += 1
             return {"AR@100": 0.5}
 

@@ -270,17 +270,17 @@ def test_bf16_channels_last_training_resumes_exactly(mini_set, tmp_path, monkeyp
     straight = Trainer(config, tmp_path / "straight", progress=False)
     assert straight.precision == "bf16" and not straight.scaler.is_enabled()
     straight.run()
-    original = Trainer._train_step
+    original = Trainer.run_step
 
     def interrupt_at_step_3(self, *args):
         if self.step == 2:
             raise KeyboardInterrupt
         return original(self, *args)
 
-    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_step_3)
+    monkeypatch.setattr(Trainer, "run_step", interrupt_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(Trainer, "_train_step", original)
+    monkeypatch.setattr(Trainer, "run_step", original)
     train(config, tmp_path / "resumed", resume=True, progress=False)
     first = load_checkpoint(tmp_path / "straight" / "last.pt")
     second = load_checkpoint(tmp_path / "resumed" / "last.pt")

@@ -197,7 +197,7 @@ def test_training_with_a_pseudo_file_reads_it_into_every_batch(source_run, mini_
     config = mini_config(mini_set, f"data.pseudo_labels={path}", "train.pseudo_weight=0.5")
     trainer = Trainer(config, tmp_path / "run", progress=False)
     assert trainer.model.pseudo_weight == 0.5
-    _, targets, _ = next(iter(trainer._loader(0)))
+    _, targets, _ = next(iter(trainer.train_loader()))
     assert all(
         t["pseudo"].sum() == 1 and t["labels"][t["pseudo"]].tolist() == [-1] for t in targets
     )

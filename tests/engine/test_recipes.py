@@ -121,7 +121,7 @@ def test_owp_recipe_sends_no_focal_gradient_into_the_trunk(tmp_path):
     assert not losses["classification"].requires_grad  # logged, never backpropagated
     for group in trainer.optimizer.param_groups:
         group["lr"] = 0.0  # the step keeps the weights: compare the gradients only
-    trainer._train_step(model, images, targets, None)
+    trainer.run_step(images, targets)
     for parameter, gradient in zip(trunk, expected, strict=True):
         assert torch.allclose(parameter.grad, gradient, rtol=1e-5, atol=1e-8)
 

@@ -45,20 +45,20 @@ SCRIPT = textwrap.dedent(
     ])
     if mode in ("sigint", "sigkill"):
         number = signal.SIGINT if mode == "sigint" else signal.SIGKILL
-        original = Trainer._train_step
+        original = Trainer.run_step
 
-        def step(self, model, *args):
+        def step(self, *args):
             if self.step + 1 != at_step:
-                return original(self, model, *args)
+                return original(self, *args)
             hook = self.model.backbone.register_forward_hook(
                 lambda *_: os.kill(os.getpid(), number)
             )
             try:
-                return original(self, model, *args)
+                return original(self, *args)
             finally:
                 hook.remove()
 
-        Trainer._train_step = step
+        Trainer.run_step = step
     train(config, run_dir, resume=mode == "resume", progress=False)
     """
 )

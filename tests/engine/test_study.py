@@ -115,21 +115,21 @@ def test_a_run_with_another_config_is_not_mixed_in(first_study, data, capsys):
 
 
 def test_an_interrupted_run_is_resumed(data, tmp_path, monkeypatch, capsys):
-    train_step = Trainer._train_step
+    train_step = Trainer.run_step
 
     def interrupt_after_one_step(self, *args):
         if self.step == 1:
             raise KeyboardInterrupt
         return train_step(self, *args)
 
-    monkeypatch.setattr(Trainer, "_train_step", interrupt_after_one_step)
+    monkeypatch.setattr(Trainer, "run_step", interrupt_after_one_step)
     assert owp(*study_args(tmp_path, data, "synth-iou-cs-is")) == 130
     run = tmp_path / "runs" / "synth-iou-cs-is"
     assert load_checkpoint(run / "last.pt")["step"] == 1
     assert not (run / "eval" / "metrics.json").exists()
     first_seconds = json.loads((run / "study.json").read_text())["train_seconds"]
 
-    monkeypatch.setattr(Trainer, "_train_step", train_step)
+    monkeypatch.setattr(Trainer, "run_step", train_step)
     capsys.readouterr()
     assert owp(*study_args(tmp_path, data, "synth-iou-cs-is")) == 0
     assert "[1/1] synth-iou-cs-is: resuming" in capsys.readouterr().out

@@ -9,8 +9,9 @@ import torch
 from owp.config import apply_overrides, load_preset
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
+from owp.engine.schedule import WarmupMultiStep, scaled_lr, schedule_steps
 from owp.engine.runs import load
-from owp.engine.trainer import Trainer, WarmupMultiStep, scaled_lr, schedule_steps, train
+from owp.engine.trainer import Trainer, train
 from owp.errors import OwpInputError, TrainingError
 
 
@@ -77,18 +78,18 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(mini_set, tmp_pa
     config = mini_config(mini_set, max_iters=6, checkpoint_period=100)
     train(config, tmp_path / "straight", progress=False)
 
-    original = Trainer._train_step
+    original = Trainer.run_step
 
     def interrupt_at_step_4(self, *args):
         if self.step == 3:
             raise KeyboardInterrupt
         return original(self, *args)
 
-    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_step_4)
+    monkeypatch.setattr(Trainer, "run_step", interrupt_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "resumed", progress=False)
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 3
-    monkeypatch.setattr(Trainer, "_train_step", original)
+    monkeypatch.setattr(Trainer, "run_step", original)
     with pytest.raises(OwpInputError, match="--resume"):
         train(config, tmp_path / "resumed", progress=False)
     train(config, tmp_path / "resumed", resume=True, progress=False)
@@ -102,14 +103,14 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(mini_set, tmp_pa
 
 def test_non_finite_loss_stops_naming_the_step_and_checkpoint(mini_set, tmp_path, monkeypatch):
     config = mini_config(mini_set, max_iters=6, checkpoint_period=2)
-    original = Trainer._train_step
+    original = Trainer.run_step
 
-    def poison_step_4(self, model, images, targets, last_good):
+    def poison_step_4(self, images, targets):
         if self.step == 3:
             images = [image * float("nan") for image in images]
-        return original(self, model, images, targets, last_good)
+        return original(self, images, targets)
 
-    monkeypatch.setattr(Trainer, "_train_step", poison_step_4)
+    monkeypatch.setattr(Trainer, "run_step", poison_step_4)
     with pytest.raises(
         TrainingError, match=r"non-finite loss at step 4 .*checkpoint_0000002\.pt|last\.pt"
     ):
@@ -154,7 +155,7 @@ def test_checkpoint_of_another_model_is_refused(mini_set, tmp_path):
     scored = replace(
         config, model=replace(config.model, options={**config.model.options, "scoring": "geomean"})
     )
-    Trainer(scored, tmp_path / "run", progress=False)._check_same_model(state, tmp_path / "x")
+    Trainer(scored, tmp_path / "run", progress=False).resume()
     state["model"] = {k: v for k, v in state["model"].items() if "bbox_iou" not in k}
     torch.save(state, tmp_path / "pruned.pt")
     with pytest.raises(OwpInputError, match="do not fit"):

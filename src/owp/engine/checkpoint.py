@@ -200,6 +200,66 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
+# Model options that act only at inference: a resume may change them.
+INFERENCE_OPTIONS = frozenset(
+    {
+        "scoring",
+        "score_thresh",
+        "nms_thresh",
+        "pre_nms_top_n",
+        "post_nms_top_n",
+        "detection_score_thresh",
+        "rpn_pre_nms_top_n_test",
+        "rpn_post_nms_top_n_test",
+    }
+)
+SCHEDULE_KEYS = ("max_iters", "warmup_iters", "warmup_factor", "steps", "gamma", "base_lr")
+
+
+def check_same_model(state: dict[str, Any], config: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume checkpoint ``state`` (read from ``path``) under ``config`` (a run
+    config as a dict) when that would change the trained graph or the targets: another model,
+    other model options; options that act at inference only (:data:`INFERENCE_OPTIONS`:
+    scoring, thresholds, top-k) may differ."""
+    saved = state.get("config", {}).get("model", {})
+    current = config["model"]
+    if saved.get("name") != current["name"]:
+        raise OwpInputError(
+            f"checkpoint is a {saved.get('name')!r} model, this config asks for "
+            f"{current['name']!r}",
+            path=path,
+        )
+    saved_options, options = saved.get("options", {}), current["options"]
+    differing = sorted(
+        key
+        for key in saved_options.keys() | options.keys()
+        if key not in INFERENCE_OPTIONS
+        and _plain_value(saved_options.get(key)) != _plain_value(options.get(key))
+    )
+    if differing:
+        key = differing[0]
+        raise OwpInputError(
+            f"cannot resume: model.{key} was {saved_options.get(key)!r} in the checkpoint, "
+            f"this config gives {options.get(key)!r} (it changes what is trained)",
+            path=path,
+        )
+
+
+def schedule_changes(saved: dict[str, Any], current: Any) -> list[str]:
+    """``"key saved -> now"`` for each lr-schedule setting (:data:`SCHEDULE_KEYS`) of
+    ``current`` (a :class:`~owp.config.TrainConfig`) that differs from ``saved``, the train
+    section of a checkpoint's config; a resume follows ``current``."""
+    return [
+        f"{k} {saved[k]} -> {getattr(current, k)}"
+        for k in SCHEDULE_KEYS
+        if k in saved and _plain_value(saved[k]) != _plain_value(getattr(current, k))
+    ]
+
+
+def _plain_value(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else value
+
+
 def _numbered_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every ``checkpoint_<step>.pt`` file in ``run_dir``, oldest first."""
     found = []

@@ -1,4 +1,4 @@
-"""The iteration trainer (detectron2-style): one loop, checkpoints, logs, periodic evaluation.
+"""The iteration trainer (detectron2-style): one loop of optimisation steps, and hooks around it.
 
 ``train(config, run_dir)`` builds the model, data and optimiser from a :class:`RunConfig`, runs
 ``max_iters`` SGD steps (linear warm-up, lr steps, gradient clipping, mixed precision per
@@ -10,33 +10,36 @@ into ``run_dir``: ``config.yaml`` (resolved), ``metrics.csv`` (losses, lr, speed
 ``last.pt`` stopped: the data order, augmentation draws and RNG states are all restored, so a
 resumed run equals an uninterrupted one on CPU. Ctrl-C takes effect between steps
 (:mod:`owp.engine.interrupt`), so the checkpoint it saves is a completed step's.
+
+:class:`Trainer` is the loop: :meth:`Trainer.run_step` does one optimisation step; the logs,
+checkpoints and periodic evaluations are hooks (:mod:`owp.engine.hooks`), and a user may add
+their own (``Trainer(config, run_dir, hooks=[...])``). The pseudo labels of a self-training run
+are made by :mod:`owp.engine.mining` when the trainer is built.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from owp.config import RUN_PREFIX, RunConfig, fit_schedule, save_config, schedule_beyond_end
-from owp.data.coco import CocoDetection, read_coco_json
+from owp.data.coco import CocoDetection
 from owp.data.locate import locate, locate_annotations, locate_split
-from owp.data.pseudo import Boxes, read_pseudo_labels
 from owp.data.samplers import GroupedBatchSampler, InfiniteSampler, aspect_ratio_groups
 from owp.data.transforms import RandomHorizontalFlip
 from owp.engine import dist
 from owp.engine.checkpoint import (
     capture_rng_states,
+    check_same_model,
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
@@ -44,10 +47,13 @@ from owp.engine.checkpoint import (
     prune_checkpoints,
     restore_rng_states,
     save_checkpoint,
+    schedule_changes,
     seed_rng_states,
 )
+from owp.engine.hooks import CheckpointHook, HookBase, MetricsWriter, PeriodicEvalHook, WriterHook
 from owp.engine.inference import UnreadableAsMessage, evaluate_model
 from owp.engine.interrupt import ForcedInterrupt, StepGuard
+from owp.engine.mining import training_pseudo_boxes
 from owp.engine.precision import (
     autocast,
     compile_parts,
@@ -56,6 +62,7 @@ from owp.engine.precision import (
     use_channels_last,
 )
 from owp.engine.recipes import parameter_groups, trained_losses
+from owp.engine.schedule import lr_scheduler, scaled_lr
 from owp.errors import OwpInputError, TrainingError
 from owp.files import link_atomic, remove_stale_temporaries
 from owp.models.registry import create_model, model_config
@@ -63,19 +70,6 @@ from owp.models.registry import create_model, model_config
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
-# Model options that act only at inference: a resume may change them.
-INFERENCE_OPTIONS = frozenset(
-    {
-        "scoring",
-        "score_thresh",
-        "nms_thresh",
-        "pre_nms_top_n",
-        "post_nms_top_n",
-        "detection_score_thresh",
-        "rpn_pre_nms_top_n_test",
-        "rpn_post_nms_top_n_test",
-    }
-)
 MIN_IMAGES_BEFORE_BAD_FRACTION = 20
 
 
@@ -92,34 +86,6 @@ class TrainResult:
     start_step: int = 0
 
 
-class WarmupMultiStep:
-    """lr factor at iteration i: linear warm-up from ``warmup_factor``, then x``gamma`` at steps.
-
-    A picklable callable for ``LambdaLR``.
-    """
-
-    def __init__(self, warmup_iters: int, warmup_factor: float, steps: list[int], gamma: float):
-        self.warmup_iters, self.warmup_factor = warmup_iters, warmup_factor
-        self.steps, self.gamma = sorted(steps), gamma
-
-    def __call__(self, iteration: int) -> float:
-        factor = self.gamma ** sum(iteration >= s for s in self.steps)
-        if iteration < self.warmup_iters:
-            alpha = iteration / self.warmup_iters
-            factor *= self.warmup_factor * (1 - alpha) + alpha
-        return factor
-
-
-def schedule_steps(steps: tuple[float, ...], max_iters: int) -> list[int]:
-    """Step iterations from fractions of ``max_iters`` (< 1) or absolute iteration numbers."""
-    return [int(round(s * max_iters)) if s < 1 else int(s) for s in steps]
-
-
-def scaled_lr(base_lr: float, batch_size: int) -> float:
-    """The linear scaling rule: ``base_lr`` is the learning rate at batch size 16."""
-    return base_lr * batch_size / 16
-
-
 def _collate(items: list) -> tuple[list[Tensor], list[dict], list[str]]:
     good = [item for item in items if not isinstance(item, str)]
     bad = [item for item in items if isinstance(item, str)]
@@ -127,9 +93,28 @@ def _collate(items: list) -> tuple[list[Tensor], list[dict], list[str]]:
 
 
 class Trainer:
-    """One training run; :func:`train` is the usual entry point."""
+    """One training run; :func:`train` is the usual entry point.
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, *, progress: bool = True) -> None:
+    :meth:`run` loops :meth:`run_step` to ``max_iters``, calling the hooks around each step
+    (:mod:`owp.engine.hooks`: the order and what runs inside the held step). Its own hooks
+    (:meth:`default_hooks`: logs, checkpoints, periodic evaluation) come first, then ``hooks``,
+    then any added with :meth:`register_hooks` before :meth:`run`.
+
+    Args:
+        config: the resolved run config.
+        run_dir: the run's folder (checkpoints, logs, ``config.yaml``, ``eval/``).
+        progress: show progress bars (training, evaluation, mining).
+        hooks: more hooks, e.g. ``[TimeBudgetHook(600)]`` or a user's :class:`HookBase`.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path,
+        *,
+        progress: bool = True,
+        hooks: Iterable[HookBase] = (),
+    ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -141,7 +126,9 @@ class Trainer:
         if train_cfg.init:
             self._initialise_from(train_cfg.init)
         self._set_pseudo_weight()
-        self.pseudo_boxes = self._pseudo_labels()
+        self.pseudo_boxes = training_pseudo_boxes(
+            config, self.run_dir, self.device, progress=progress
+        )
         if train_cfg.channels_last:
             use_channels_last(self.model)
         if config.model.compile:
@@ -160,16 +147,39 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             groups, lr=lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
         )
-        self.scheduler = self._scheduler()
+        self.scheduler = lr_scheduler(self.optimizer, self.config.train)
         # "none", "fp16" (with the loss scaler, checkpointed) or "bf16".
         self.precision = resolve_amp(train_cfg.amp, self.device)
         self.scaler = grad_scaler(self.device, self.precision)
         self.step = 0
+        self.max_iters = train_cfg.max_iters  # where the loop ends; a hook may end it sooner
+        self.start_step = 0  # the step this session's run() started at
         # Batches taken from the loader; more than ``step`` when a batch held no readable image.
         self.batches_drawn = 0
         self.bad_images: list[str] = []
         self.saved_rng: dict[str, Any] | None = None  # the generator states a resume restores
         self.images_seen = 0
+        self.losses: dict[str, Tensor] = {}  # the loss parts of the latest step
+        self.last_checkpoint: Path | None = None  # named by a non-finite loss's error
+        self.writer: MetricsWriter | None = None  # open while run() runs
+        self.hooks: list[HookBase] = []
+        self.register_hooks([*self.default_hooks(), *hooks])
+
+    def default_hooks(self) -> list[HookBase]:
+        """The trainer's own hooks, per ``train.log_period``, ``checkpoint_period`` and
+        ``eval_period``: metrics rows and progress, checkpoints, periodic evaluation."""
+        cfg = self.config.train
+        return [
+            WriterHook(cfg.log_period, progress=self.progress),
+            CheckpointHook(cfg.checkpoint_period),
+            PeriodicEvalHook(cfg.eval_period),
+        ]
+
+    def register_hooks(self, hooks: Iterable[HookBase]) -> None:
+        """Add ``hooks`` after those registered; each is called in that order."""
+        for hook in hooks:
+            hook.trainer = self
+            self.hooks.append(hook)
 
     def set_max_iters(self, max_iters: int) -> None:
         """Change the schedule length before :meth:`run` (lr steps keep their fractions; a
@@ -178,33 +188,8 @@ class Trainer:
         written_for = self.config.train.max_iters
         config = replace(self.config, train=replace(self.config.train, max_iters=max_iters))
         self.config, _ = fit_schedule(config, written_for)
-        self.scheduler = self._scheduler()
-
-    def _scheduler(self, last_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-        """The config's warm-up + step schedule, positioned at ``last_step`` (a resume)."""
-        cfg = self.config.train
-        schedule = WarmupMultiStep(
-            cfg.warmup_iters, cfg.warmup_factor, schedule_steps(cfg.steps, cfg.max_iters), cfg.gamma
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        if last_step:
-            scheduler.last_epoch = last_step
-            scheduler._step_count = last_step + 1  # as after last_step calls of step()
-            for group, base in zip(self.optimizer.param_groups, scheduler.base_lrs, strict=True):
-                group["lr"] = base * schedule(last_step)
-            scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-        return scheduler
-
-    def _log_schedule_change(self, saved: dict[str, Any]) -> None:
-        current = self.config.train
-        keys = ("max_iters", "warmup_iters", "warmup_factor", "steps", "gamma", "base_lr")
-        changed = [
-            f"{k} {saved[k]} -> {getattr(current, k)}"
-            for k in keys
-            if k in saved and _plain_value(saved[k]) != _plain_value(getattr(current, k))
-        ]
-        if changed:
-            log.warning("the schedule differs from the checkpoint's: %s", "; ".join(changed))
+        self.max_iters = max_iters
+        self.scheduler = lr_scheduler(self.optimizer, self.config.train)
 
     def resume(self) -> None:
         """Continue from ``run_dir/last.pt`` (or the newest checkpoint there)."""
@@ -212,7 +197,7 @@ class Trainer:
         if path is None:
             raise OwpInputError("no checkpoint to resume from", path=self.run_dir)
         state = load_checkpoint(path)
-        self._check_same_model(state, path)
+        check_same_model(state, self.config.to_dict(), path)
         self.model.load_state_dict(state["model"])
         configured = [group["initial_lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -220,8 +205,10 @@ class Trainer:
             group["initial_lr"] = lr
         # The schedule is the config's in force (e.g. a longer max_iters moves the lr steps):
         # only the position is taken from the checkpoint.
-        self.scheduler = self._scheduler(last_step=int(state["step"]))
-        self._log_schedule_change(state.get("config", {}).get("train", {}))
+        self.scheduler = lr_scheduler(self.optimizer, self.config.train, int(state["step"]))
+        changed = schedule_changes(state.get("config", {}).get("train", {}), self.config.train)
+        if changed:
+            log.warning("the schedule differs from the checkpoint's: %s", "; ".join(changed))
         if self.scaler.is_enabled() and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
@@ -243,10 +230,12 @@ class Trainer:
         log.info("resumed %s at step %d", path, self.step)
 
     def run(self) -> TrainResult:
+        """Train from ``step`` to ``max_iters`` (see the class docstring for the hooks), then
+        evaluate on the val set; Ctrl-C saves the last completed step and re-raises."""
         cfg = self.config.train
-        start_time, start_step = time.perf_counter(), self.step
+        start_time, self.start_step = time.perf_counter(), self.step
         # The data, split and val set are checked before anything is written into the run.
-        loader = self._loader(self.batches_drawn)
+        loader = self.train_loader(self.batches_drawn)
         locate_annotations(self.config.data.val, "val")
         beyond = schedule_beyond_end(cfg)
         if beyond:
@@ -263,71 +252,46 @@ class Trainer:
         batches = iter(loader)
         if self.saved_rng is not None:
             restore_rng_states(self.saved_rng)
-        model = self._wrapped_model()
-        model.train()
-        writer = _Logs(self.run_dir, enabled=dist.is_main_process())
-        writer.truncate_after(self.step)  # rows logged after the checkpoint we resume from
-        bar = tqdm(
-            total=cfg.max_iters,
-            initial=self.step,
-            desc="training",
-            unit="it",
-            disable=not (self.progress and dist.is_main_process()),
-            dynamic_ncols=True,
-        )
-        last_good = latest_checkpoint(self.run_dir)
+        self.wrapped_model.train()
+        self.writer = MetricsWriter(self.run_dir, enabled=dist.is_main_process())
+        self.writer.truncate_after(self.step)  # rows logged after the checkpoint we resume from
+        for hook in self.hooks:
+            hook.before_train()
+        self.last_checkpoint = latest_checkpoint(self.run_dir)
         # Ctrl-C takes effect between steps (owp.engine.interrupt): what it saves is the state
         # of the last completed step, so the resumed run equals the uninterrupted one.
         guard = StepGuard()
         try:
             with guard.installed():
-                while self.step < cfg.max_iters:
-                    images, targets, drawn = self._next_batch(batches)
-                    with guard.step():
-                        losses = self._train_step(model, images, targets, last_good)
-                        self.step += 1
-                        self.batches_drawn += drawn
-                        bar.update(1)
-                        if self.step % cfg.log_period == 0 or self.step == cfg.max_iters:
-                            self._log_step(writer, bar, losses)
-                        if self.step % cfg.checkpoint_period == 0 or self.step == cfg.max_iters:
-                            last_good = self.save()
-                    if (
-                        cfg.eval_period
-                        and self.step % cfg.eval_period == 0
-                        and self.step < cfg.max_iters
-                    ):
-                        writer.scalars("eval", self.step, self.evaluate())
-                        model.train()
+                try:
+                    while self.step < self.max_iters:
+                        for hook in self.hooks:
+                            hook.before_step()
+                        images, targets, drawn = self._next_batch(batches)
+                        with guard.step():
+                            self.losses = self.run_step(images, targets)
+                            self.batches_drawn += drawn
+                            for hook in self.hooks:
+                                hook.after_step()
+                finally:
+                    for hook in self.hooks:
+                        hook.after_train()
         except ForcedInterrupt:
-            bar.close()
-            kept = f"--resume continues from {last_good}" if last_good else "no checkpoint yet"
+            last = self.last_checkpoint
+            kept = f"--resume continues from {last}" if last else "no checkpoint yet"
             print(f"interrupted inside a step: nothing saved; {kept}")
             raise
         except KeyboardInterrupt:
-            bar.close()
             saved = self.save()
             print(f"interrupted after step {self.step}: saved {saved}; --resume continues from it")
             raise
-        bar.close()
         metrics = self.evaluate()
-        writer.scalars("eval", self.step, metrics)
-        writer.close()
+        self.writer.scalars("eval", self.step, metrics)
+        self.writer.close()
         seconds = time.perf_counter() - start_time
         return TrainResult(
-            self.run_dir, self.step, seconds, metrics, self.run_dir / LAST, start_step
+            self.run_dir, self.step, seconds, metrics, self.run_dir / LAST, self.start_step
         )
-
-    def _log_step(self, writer: _Logs, bar: tqdm, losses: dict[str, Tensor]) -> None:
-        """One metrics.csv row (and TensorBoard scalars) for the step just completed."""
-        values = dist.all_reduce_mean({k: v.detach() for k, v in losses.items()})
-        values["total"] = sum(v for k, v in values.items() if k in self.trained_losses)
-        values["lr"] = self.optimizer.param_groups[0]["lr"]
-        stats = self.model.training_stats()
-        if stats:
-            values.update(dist.all_reduce_mean(stats))
-        writer.scalars("train", self.step, values)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
 
     def save(self) -> Path:
         """Write ``checkpoint_<step>.pt``, point ``last.pt`` at it (rank 0), prune old ones.
@@ -357,6 +321,7 @@ class Trainer:
             link_atomic(numbered, path)
             prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
         dist.barrier()
+        self.last_checkpoint = path
         return path
 
     def evaluate(self) -> dict[str, Any]:
@@ -365,11 +330,13 @@ class Trainer:
         Under DDP only rank 0 evaluates (the whole val set, one process) while the other ranks
         wait at a barrier; they return ``{}``.
         """
-        metrics = self._evaluate_here() if dist.is_main_process() else {}
+        metrics = self.val_metrics() if dist.is_main_process() else {}
         dist.barrier()
         return metrics
 
-    def _evaluate_here(self) -> dict[str, Any]:
+    def val_metrics(self) -> dict[str, Any]:
+        """The metrics of :meth:`evaluate`, computed by this process alone (proposals and
+        per-image results into ``<run>/eval``)."""
         data = self.config.data
         ann_file, images = locate(data.val, "val", data.val_images)
         return evaluate_model(
@@ -388,16 +355,25 @@ class Trainer:
             progress=self.progress,
         )
 
-    def _train_step(self, model, images, targets, last_good: Path | None) -> dict[str, Tensor]:
+    def run_step(self, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        """One optimisation step on a batch, and ``step`` + 1; returns the loss parts (scalars).
+
+        Forward (under the run's mixed precision), the sum of the losses the recipe trains,
+        backward, gradient clipping, the optimiser and the lr schedule's step. ``images`` are
+        ``(3, H, W)`` float tensors on the trainer's device, ``targets`` their dicts (``boxes``
+        ``(N, 4)`` xyxy, ``labels`` ``(N,)``, ...). A non-finite loss raises
+        :class:`~owp.errors.TrainingError` naming the step and the last checkpoint.
+        """
         cfg = self.config.train
         self.model.iteration = self.step
         with autocast(self.device, self.precision):
-            losses = model(images, targets)
+            losses = self.wrapped_model(images, targets)
         unknown = losses.keys() - self.model.LOSS_PARTS.keys()
         if unknown:
             raise RuntimeError(f"{type(self.model).__name__}.LOSS_PARTS lacks {sorted(unknown)}")
         loss = sum(value for name, value in losses.items() if name in self.trained_losses)
         if not torch.isfinite(loss):
+            last_good = self.last_checkpoint
             where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint yet"
             values = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise TrainingError(f"non-finite loss at step {self.step + 1} ({values}); {where}")
@@ -409,6 +385,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        self.step += 1
         return losses
 
     def _next_batch(self, batches: Iterator) -> tuple[list[Tensor], list[dict], int]:
@@ -447,7 +424,14 @@ class Trainer:
                 f"{self.bad_images[0]}"
             )
 
-    def _loader(self, start_step: int) -> DataLoader:
+    def train_loader(self, start_batch: int = 0) -> DataLoader:
+        """The training data of the run, from loader batch ``start_batch`` on (a resume's
+        position): ``(images, targets, unreadable)`` batches of ``batch_size / world size``
+        images grouped by aspect ratio, endless, in the order of ``train.seed``.
+
+        Building it checks the training set against the model and gives a classifying model
+        its class ids and names (label ``i`` is base class ``i``; saved with checkpoints).
+        """
         data = self.config.data
         ann_file, images = locate(data.train, "train", data.train_images)
         split = locate_split(data.split, data.train)
@@ -482,7 +466,7 @@ class Trainer:
             sampler,
             aspect_ratio_groups(dataset.aspect_ratios()),
             self.batch_per_rank,
-            start_batch=start_step,
+            start_batch=start_batch,
         )
         return DataLoader(
             UnreadableAsMessage(dataset),
@@ -493,7 +477,10 @@ class Trainer:
             persistent_workers=data.num_workers > 0,
         )
 
-    def _wrapped_model(self) -> nn.Module:
+    @cached_property
+    def wrapped_model(self) -> nn.Module:
+        """The module :meth:`run_step` calls: ``model``, in DistributedDataParallel under DDP
+        (wrapped on first use)."""
         if not self.distributed:
             return self.model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -553,37 +540,6 @@ class Trainer:
                 "weight 1 only (weighted pseudo losses are FCOS-OWP's); remove the setting"
             )
 
-    def _pseudo_labels(self) -> Boxes | None:
-        """The boxes of ``data.pseudo_labels`` per training image id (``None`` without),
-        checked against the training set now, before any training.
-
-        The run keeps the labels it starts with in ``<run>/pseudo_labels.json``
-        (:func:`~owp.engine.run_labels.run_pseudo_labels`): a copy of the file named, or
-        mined from the run of preset NAME for ``run:NAME``, with
-        :class:`~owp.engine.pseudo.PseudoLabelSettings`' defaults (sharded across ranks).
-        """
-        from owp.engine.run_labels import run_pseudo_labels
-
-        data = self.config.data
-        if data.pseudo_labels is None:
-            return None
-        ann_file, images = locate(data.train, "train", data.train_images)
-        path = run_pseudo_labels(
-            data.pseudo_labels,
-            self.run_dir,
-            ann_file,
-            images,
-            locate_split(data.split, data.train),
-            device=self.device,
-            batch_size=self.config.eval.batch_size,
-            num_workers=data.num_workers,
-            progress=self.progress,
-        )
-        try:
-            return read_pseudo_labels(path, read_coco_json(ann_file), ann_file)
-        except OwpInputError as err:
-            raise OwpInputError(f"data.pseudo_labels: {err}") from None
-
     def _check_eval_scorings(self) -> None:
         """Fail now, not after training, when an eval scoring does not fit the model."""
         cfg, model = self.config.eval, self.config.model
@@ -600,32 +556,6 @@ class Trainer:
                     f"eval.{key}={scoring!r} does not fit the model: {err}"
                 ) from None
 
-    def _check_same_model(self, state: dict, path: Path) -> None:
-        """Refuse a resume that would change the trained graph or the targets; options that act
-        at inference only (scoring, thresholds, top-k) may differ."""
-        saved = state.get("config", {}).get("model", {})
-        current = self.config.to_dict()["model"]
-        if saved.get("name") != current["name"]:
-            raise OwpInputError(
-                f"checkpoint is a {saved.get('name')!r} model, this config asks for "
-                f"{current['name']!r}",
-                path=path,
-            )
-        saved_options, options = saved.get("options", {}), current["options"]
-        differing = sorted(
-            key
-            for key in saved_options.keys() | options.keys()
-            if key not in INFERENCE_OPTIONS
-            and _plain_value(saved_options.get(key)) != _plain_value(options.get(key))
-        )
-        if differing:
-            key = differing[0]
-            raise OwpInputError(
-                f"cannot resume: model.{key} was {saved_options.get(key)!r} in the checkpoint, "
-                f"this config gives {options.get(key)!r} (it changes what is trained)",
-                path=path,
-            )
-
 
 def train(
     config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True
@@ -640,55 +570,6 @@ def train(
             path=run_dir,
         )
     return trainer.run()
-
-
-class _Logs:
-    """metrics.csv / eval.csv rows and TensorBoard scalars, written by rank 0 only."""
-
-    def __init__(self, run_dir: Path, *, enabled: bool) -> None:
-        self.run_dir, self.enabled = run_dir, enabled
-        self.tensorboard = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tensorboard = SummaryWriter(str(run_dir / "tb"))
-
-    def scalars(self, kind: str, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled or not values:
-            return
-        numbers = {k: v for k, v in values.items() if isinstance(v, int | float) and v is not None}
-        path = self.run_dir / ("metrics.csv" if kind == "train" else "eval.csv")
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", *numbers])
-            writer.writerow([step, *(f"{v:.6g}" for v in numbers.values())])
-        for key, value in numbers.items():
-            if math.isfinite(value):
-                self.tensorboard.add_scalar(f"{kind}/{key}", value, step)
-
-    def truncate_after(self, step: int) -> None:
-        """Drop the CSV rows of steps after ``step`` (logged after the checkpoint a resumed run
-        starts from; they are logged again)."""
-        if not self.enabled:
-            return
-        for name in ("metrics.csv", "eval.csv"):
-            path = self.run_dir / name
-            if not path.is_file():
-                continue
-            lines = path.read_text().splitlines(keepends=True)
-            kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
-            if len(kept) != len(lines):
-                path.write_text("".join(kept))
-
-    def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-def _plain_value(value: Any) -> Any:
-    return list(value) if isinstance(value, list | tuple) else value
 
 
 def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
