@@ -9,8 +9,8 @@ import torch
 from owp.config import apply_overrides, load_preset
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
-from owp.engine.schedule import WarmupMultiStep, scaled_lr, schedule_steps
 from owp.engine.runs import load
+from owp.engine.schedule import WarmupMultiStep, scaled_lr, schedule_steps
 from owp.engine.trainer import Trainer, train
 from owp.errors import OwpInputError, TrainingError
 

@@ -1,7 +1,8 @@
 """Training recipes as data: which parameters train, and at which learning rate.
 
-The learning rate over the run is :func:`owp.engine.schedule.lr_scheduler`'s (linear warm-up, then steps; the base
-learning rate scaled with the batch size by :func:`owp.engine.schedule.scaled_lr`).
+The learning rate over the run is :func:`owp.engine.schedule.lr_scheduler`'s (linear warm-up,
+then steps; the base learning rate scaled with the batch size by
+:func:`owp.engine.schedule.scaled_lr`).
 
 A recipe is an ordered list of :class:`Rule` (first match wins) over parameter names. Each rule
 names a part of the model — ``backbone``, ``classification`` or ``localization``, which every
@@ -42,7 +43,6 @@ from torch.utils.hooks import RemovableHandle
 
 from owp.errors import OwpInputError
 from owp.models.freezing import freeze_batch_norm
-
 
 PARTS: tuple[str, ...] = ("backbone", "classification", "localization", "objectness")
 CLASSIFICATION, LOCALIZATION, BACKBONE = "classification", "localization", "backbone"
