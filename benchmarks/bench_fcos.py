@@ -45,8 +45,9 @@ import torchvision
 from torch import Tensor, nn
 
 import bench_assign  # a sibling script: run as a script, benchmarks/ is on sys.path
-from owp.engine import bench
-from owp.engine.bench import (
+from owp.models.assign import assign, make_points, pad_targets
+from owp.workflows import bench
+from owp.workflows.bench import (
     BACKBONES,
     NUM_CLASSES,
     TRAIN_BOXES,
@@ -59,7 +60,6 @@ from owp.engine.bench import (
     take_turns,
     torchvision_fcos,
 )
-from owp.models.assign import assign, make_points, pad_targets
 
 ASSIGN_BOXES = 10
 

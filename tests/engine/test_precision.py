@@ -20,7 +20,6 @@ from owp.engine.precision import (
     resolve_amp,
     use_channels_last,
 )
-from owp.engine.study import _config_differences
 from owp.engine.trainer import Trainer, train
 from owp.errors import OwpInputError
 from owp.models.assign import (
@@ -33,6 +32,7 @@ from owp.models.assign import (
     pad_targets,
 )
 from owp.models.factory import create_model
+from owp.workflows.study import _config_differences
 
 CPU = torch.device("cpu")
 # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.4 %); through the tiny network's

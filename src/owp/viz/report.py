@@ -44,7 +44,6 @@ from owp.data.coco import image_path, read_coco_json
 from owp.data.images import read_rgb
 from owp.data.locate import locate, locate_split, run_data
 from owp.data.splits import ClassSplit, resolve_split
-from owp.engine.study import CURVE_BUDGET, IOU_THRESHOLDS, recall_per_iou, scores_by_match
 from owp.errors import OwpInputError
 from owp.evaluation.proposals import PROTOCOLS, category_budget, evaluate_proposals
 from owp.evaluation.report import format_value, recall_columns
@@ -56,6 +55,7 @@ from owp.viz.plots import (
     plot_score_histograms,
     plot_training_curves,
 )
+from owp.workflows.study import CURVE_BUDGET, IOU_THRESHOLDS, recall_per_iou, scores_by_match
 
 GALLERY_IMAGES = 12
 """Val images in a run's gallery by default."""
