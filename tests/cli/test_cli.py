@@ -1055,12 +1055,12 @@ def test_argparse_errors_exit_2_without_traceback(
 def test_os_errors_are_one_line(
     synth: Synth, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    import owp.files
+    import owp.workflows.datasets
 
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(owp.files, "write_json", refuse)
+    monkeypatch.setattr(owp.workflows.datasets, "write_json", refuse)
     out = tmp_path / "P.json"
     run = run_cli(capsys, "propose-baseline", "--data", synth.root, "--num", "2", "--out", out)
     lines = run.err.strip().splitlines()
