@@ -465,9 +465,6 @@ def _saved_predictions(out_dir: str | Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def load_for_inference(
     source: str | Path,
     *,
@@ -508,6 +505,9 @@ def load_for_inference(
         model, target, amp=amp, channels_last=channels_last, compile=compile
     )
     return model, saved, precision
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
