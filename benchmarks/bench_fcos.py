@@ -45,8 +45,10 @@ import torchvision
 from torch import Tensor, nn
 
 import bench_assign  # a sibling script: run as a script, benchmarks/ is on sys.path
-from owp.engine import bench
-from owp.engine.bench import (
+from owp.models.fcos.assign import assign, pad_targets
+from owp.models.fcos.points import make_points
+from owp.workflows import bench
+from owp.workflows.bench import (
     BACKBONES,
     NUM_CLASSES,
     TRAIN_BOXES,
@@ -59,8 +61,6 @@ from owp.engine.bench import (
     take_turns,
     torchvision_fcos,
 )
-from owp.models.fcos.assign import assign, pad_targets
-from owp.models.fcos.points import make_points
 
 ASSIGN_BOXES = 10
 

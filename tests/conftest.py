@@ -1,15 +1,22 @@
-"""Shared test settings and fixtures: no test reaches the internet; :func:`file_server` serves
-files from 127.0.0.1 to the tests of downloads."""
+"""Shared test settings, fixtures and helpers: no test reaches the internet; :func:`file_server`
+serves files from 127.0.0.1 to the tests of downloads; :func:`run_owp`, :func:`run_cli` and
+:func:`run_quietly` run the ``owp`` command line in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import io
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+
+from owp.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +24,50 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     # Weights missing from the torch hub cache are an error, never a download; the tests of
     # downloading clear this and serve files from 127.0.0.1.
     monkeypatch.setenv("OWP_OFFLINE", "1")
+
+
+class Run(NamedTuple):
+    """One ``owp`` call: exit status and captured output."""
+
+    code: int
+    out: str
+    err: str
+
+
+@contextlib.contextmanager
+def owp_logger_restored() -> Iterator[None]:
+    """main() installs a handler on the "owp" logger bound to the current sys.stderr and stops
+    propagation; put the logger back so other test modules (and caplog) are unaffected."""
+    logger = logging.getLogger("owp")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    try:
+        yield
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def run_owp(*argv: object) -> int:
+    """``owp ARGV`` in-process (arguments as strings), leaving the ``owp`` logger as it was;
+    returns the exit status."""
+    with owp_logger_restored():
+        return main([str(arg) for arg in argv])
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> Run:
+    """:func:`run_owp`, with the output ``capsys`` captured."""
+    code = run_owp(*argv)
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err)
+
+
+def run_quietly(*argv: object) -> Run:
+    """Like :func:`run_cli`, for module-scoped fixtures where capsys is not available."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_owp(*argv)
+    return Run(code, out.getvalue(), err.getvalue())
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

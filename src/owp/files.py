@@ -77,3 +77,21 @@ def write_json(path: str | Path, data: Any, *, indent: int | None = 1) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (see :func:`write_atomic`)."""
     text = json.dumps(data, indent=indent).encode()
     return write_atomic(path, lambda f: f.write(text))
+
+
+def check_output_file(path: Path | None) -> None:
+    """Fail before any work when ``path`` cannot be written as a file (a folder is in the way)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise OwpInputError("is a folder, expected a file to write", path=path)
+    check_folder_path(path.parent)
+
+
+def check_folder_path(folder: Path) -> None:
+    """Fail when ``folder`` or its nearest existing ancestor is a file, not a folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise OwpInputError("is a file, expected a folder", path=candidate)
+            return

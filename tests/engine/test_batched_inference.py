@@ -16,9 +16,9 @@ from PIL import Image
 from owp.data.coco import CocoDetection
 from owp.engine.batching import inference_batches, input_shape_of
 from owp.engine.inference import evaluate_model, predict_dataset, predict_dataset_per_config
-from owp.engine.predict import aspect_batches, predict_images
 from owp.models.registry import create_model
 from owp.testing import random_coco_problem
+from owp.workflows.predict import aspect_batches, predict_images_to_files
 
 SIZES = {"min_size": 64, "max_size": 96}
 
@@ -127,8 +127,8 @@ def test_predict_images_batched_equals_one_at_a_time(dataset_files, tmp_path):
     batches = aspect_batches(paths, 3, input_shape_of(model))
     assert sorted(i for b in batches for i in b) == list(range(len(paths)))
     assert max(len(b) for b in batches) > 1
-    single = predict_images(model, paths, tmp_path / "one", batch_size=1)
-    batched = predict_images(model, paths, tmp_path / "three", batch_size=3)
+    single = predict_images_to_files(model, paths, tmp_path / "one", batch_size=1)
+    batched = predict_images_to_files(model, paths, tmp_path / "three", batch_size=3)
     assert [p.name for p in batched.overlays] == [p.name for p in single.overlays]
     assert [p.stem for p in single.files] == [p.stem for p in paths]  # input order
     for first, second in zip(single.files, batched.files, strict=True):

@@ -20,13 +20,13 @@ from owp.engine.precision import (
     resolve_amp,
     use_channels_last,
 )
-from owp.engine.study import _config_differences
 from owp.engine.trainer import Trainer, train
 from owp.errors import OwpInputError
 from owp.models.fcos.assign import assign, pad_targets
 from owp.models.fcos.points import make_points
 from owp.models.fcos.targets import centerness_targets, gather_boxes, iou_targets, ltrb_targets
 from owp.models.registry import create_model
+from owp.workflows.study import _config_differences
 
 CPU = torch.device("cpu")
 # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.4 %); through the tiny network's

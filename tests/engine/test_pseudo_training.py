@@ -9,14 +9,14 @@ from dataclasses import replace
 
 import pytest
 
-from owp.cli import main
+from conftest import run_owp
 from owp.config import apply_overrides, config_from_dict, load_preset, resolve_data_paths
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.pseudo import quality_path
 from owp.engine.run_labels import RUN_LABELS
-from owp.engine.study import plan_runs
 from owp.engine.trainer import Trainer, train
 from owp.errors import OwpInputError
+from owp.workflows.study import plan_runs
 
 PSEUDO_CATEGORY = {"id": 1, "name": "object"}
 
@@ -90,18 +90,11 @@ def source_run(mini_set, tmp_path_factory):
     return run_dir
 
 
-def owp(*argv):
-    logger = logging.getLogger("owp")
-    saved = logger.handlers[:], logger.level, logger.propagate
-    try:
-        return main([str(a) for a in argv])
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
-
-
 def test_pseudo_label_command_writes_labels_and_their_quality(source_run, mini_set, tmp_path):
     out = tmp_path / "pseudo.json"
-    assert owp("pseudo-label", source_run, "--out", out, "--min-score", 0, "--per-image", 2) == 0
+    assert (
+        run_owp("pseudo-label", source_run, "--out", out, "--min-score", 0, "--per-image", 2) == 0
+    )
     coco = json.loads(out.read_text())
     train_images = json.loads((mini_set / "train.json").read_text())["images"]
     assert coco["images"] == train_images
@@ -113,15 +106,15 @@ def test_pseudo_label_command_writes_labels_and_their_quality(source_run, mini_s
     quality = json.loads(quality_path(out).read_text())
     assert quality["pseudo_boxes"] == len(coco["annotations"])
     # Re-running needs --force; writing over the training annotations is refused even then.
-    assert owp("pseudo-label", source_run, "--out", out) == 2
-    assert owp("pseudo-label", source_run, "--out", mini_set / "train.json", "--force") == 2
+    assert run_owp("pseudo-label", source_run, "--out", out) == 2
+    assert run_owp("pseudo-label", source_run, "--out", mini_set / "train.json", "--force") == 2
     assert json.loads((mini_set / "train.json").read_text())["images"] == train_images
 
 
 def test_pseudo_label_command_rejects_bad_options(source_run, tmp_path, capsys):
-    assert owp("pseudo-label", source_run, "--out", tmp_path / "p.json", "--max-iou", 2) == 2
+    assert run_owp("pseudo-label", source_run, "--out", tmp_path / "p.json", "--max-iou", 2) == 2
     assert "max_iou must lie in [0, 1]" in capsys.readouterr().err
-    assert owp("pseudo-label", source_run, "--out", tmp_path / "p.json", "--max-cover", 2) == 2
+    assert run_owp("pseudo-label", source_run, "--out", tmp_path / "p.json", "--max-cover", 2) == 2
     assert "max_cover must lie in [0, 1]" in capsys.readouterr().err
 
 

@@ -20,7 +20,7 @@ from owp.data.images import read_rgb
 from owp.data.splits import ClassSplit
 from owp.engine import dist
 from owp.engine.batching import inference_batches, input_shape_of, to_device
-from owp.engine.precision import autocast
+from owp.engine.precision import autocast, prepare_for_inference
 from owp.errors import OwpInputError
 from owp.evaluation.detection import DETECTION_MAX_DETS, evaluate_detections
 from owp.evaluation.lvis import LVIS_MAX_DETS
@@ -449,6 +449,48 @@ def _saved_predictions(out_dir: str | Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def load_for_inference(
+    source: str | Path,
+    *,
+    device: torch.device | str = "auto",
+    amp: str = "none",
+    channels_last: bool = False,
+    compile: bool = False,
+    weights: str | Path | None = None,
+    **overrides: Any,
+) -> tuple[Any, dict, str]:
+    """The model of ``source`` (a run folder, checkpoint, model source or ONNX file) ready to
+    run: moved to ``device`` (``auto``: CUDA when present) with ``owp eval`` / ``owp predict``'s
+    speed options applied (:func:`~owp.engine.precision.prepare_for_inference`).
+
+    Args:
+        source: what :func:`~owp.engine.runs.load_with_config` loads.
+        device, amp, channels_last, compile: where and how fast the model runs.
+        weights: the weights file of a ``torchvision:`` source (others hold their own).
+        overrides: model options replacing the saved ones (e.g. ``scoring``).
+
+    Returns:
+        ``(model, config, precision)``: the model, the run's full configuration dict and the
+        autocast precision to run it under.
+    """
+    from owp.engine.runs import load_with_config
+    from owp.models.two_stage.torchvision import TORCHVISION_PREFIX
+
+    if weights is not None:
+        if not str(source).startswith(TORCHVISION_PREFIX):
+            raise OwpInputError(
+                "--weights is for torchvision: sources; a run or checkpoint holds its own weights"
+            )
+        overrides["weights"] = weights
+    model, saved = load_with_config(source, **overrides)
+    target = dist.resolve_device(device) if isinstance(device, str) else device
+    model.to(target)
+    precision = prepare_for_inference(
+        model, target, amp=amp, channels_last=channels_last, compile=compile
+    )
+    return model, saved, precision
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -466,28 +508,6 @@ def image_paths(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise OwpInputError("image or folder not found", path=item)
     return paths
-
-
-def predict_images(
-    model: nn.Module,
-    paths: Sequence[Path],
-    out_dir: str | Path,
-    *,
-    top_k: int = 20,
-    class_names: Sequence[str] | None = None,
-    progress: bool = False,
-) -> list[Path]:
-    """Proposals for image files: ``<name>.json`` (all kept boxes) and ``<name>.png`` (the
-    ``top_k`` best drawn); :func:`owp.engine.predict.predict_images` has every option.
-
-    Each JSON is a list of ``{"bbox": [x, y, w, h], "score", "objectness"}`` (plus ``"label"``
-    and ``"class_score"`` when the model classifies), best first. Returns the PNG paths.
-    """
-    from owp.engine.predict import predict_images as predict
-
-    return predict(
-        model, paths, out_dir, draw=top_k, class_names=class_names, progress=progress
-    ).overlays
 
 
 def _lists_and_unreadable(items: list) -> tuple[list, list, list[str]]:

@@ -19,7 +19,7 @@ from string import Template
 from typing import Any
 
 from owp import __version__
-from owp.engine.study import CURVE_BUDGET, recall_per_iou, scores_by_match
+from owp.workflows.study import CURVE_BUDGET, recall_per_iou, scores_by_match
 from owp.evaluation.matching import IOU_THRESHOLDS
 from owp.evaluation.proposals import PROTOCOLS, category_budget, evaluate_proposals
 from owp.evaluation.tables import format_value, recall_columns

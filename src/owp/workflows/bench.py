@@ -409,3 +409,19 @@ def settings_for(quick: bool, device: torch.device, **changes: Any) -> BenchSett
     if not quick and device.type != "cuda":
         base = replace(base, **CPU_TIMING)
     return replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+Rows = list[tuple[str, ...]]
+
+
+def bench_tables(
+    quick: bool, device: str = "auto", **changes: Any
+) -> tuple[BenchResult, Rows, Rows]:
+    """``owp bench``: :func:`run_bench` on ``device`` (``auto``: CUDA when present) with
+    :func:`settings_for`'s settings; returns the result and its inference and training
+    tables (:func:`tables`)."""
+    from owp.engine.dist import resolve_device
+
+    target = resolve_device(device)
+    result = run_bench(settings_for(quick, target, **changes), target)
+    return (result, *tables(result))

@@ -21,7 +21,7 @@ from owp.cli import main
 from owp.config import apply_overrides, load_config_file, load_preset
 from owp.data.splits import COCO_VOC_BASE_IDS, COCO_VOC_BASE_NAMES
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
-from owp.engine.study import plan_runs
+from owp.workflows.study import plan_runs
 
 TINY = [
     "data.num_workers=0",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from owp.cli import main
-from owp.engine.bench import INFERENCE_COLUMNS, TRAINING_COLUMNS
+from owp.workflows.bench import INFERENCE_COLUMNS, TRAINING_COLUMNS
 
 TINY = ["--height", "32", "--width", "48", "--batches", "1", "--train-batch", "1"]
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
-from owp.cli import main
+from conftest import run_cli
 from owp.config import RunConfig, config_from_dict, resolve_data_paths, save_config
 from owp.data.coco import CocoDetection, read_coco_json
 from owp.data.splits import lvis_v1_novel_ids
@@ -40,14 +40,6 @@ class LvisSet:
     ann_file: Path
     gt: dict
     detections: Path
-
-
-@pytest.fixture(autouse=True)
-def _restore_owp_logger():
-    logger = logging.getLogger("owp")
-    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +60,6 @@ def lvis_set(tmp_path_factory: pytest.TempPathFactory) -> LvisSet:
     path = root / "detections.json"
     path.write_text(json.dumps(detections))
     return LvisSet(root, ann_file, gt, path)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_the_generated_file_is_lvis_shaped(lvis_set: LvisSet) -> None:

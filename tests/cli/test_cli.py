@@ -7,11 +7,8 @@ and leave every pre-existing output untouched.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -25,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import Run, owp_logger_restored, run_cli, run_quietly
 from owp.cli import main
 
 COMMANDS = ("demo", "data", "propose-baseline", "eval-proposals", "eval-detections")
@@ -67,46 +65,10 @@ OLD_MTIME_NS = 1_000_000_000 * 1_000_000_000  # 2001-09-09, far from "now"
 # ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _owp_logger_restored() -> Iterator[None]:
-    """main() installs a handler on the "owp" logger bound to the current sys.stderr and stops
-    propagation; put the logger back so other test modules (and caplog) are unaffected."""
-    logger = logging.getLogger("owp")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    try:
-        yield
-    finally:
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        logger.propagate = propagate
-
-
 @pytest.fixture(autouse=True)
 def _isolated_logging() -> Iterator[None]:
-    with _owp_logger_restored():
+    with owp_logger_restored():
         yield
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
-    """Call main() in-process and return its exit status and captured output."""
-    code = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
-
-
-def run_quietly(*argv: str | Path) -> Run:
-    """Like run_cli, for module-scoped fixtures where capsys is not available."""
-    out, err = io.StringIO(), io.StringIO()
-    with _owp_logger_restored(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(arg) for arg in argv])
-    return Run(code, out.getvalue(), err.getvalue())
 
 
 def assert_ok(run: Run) -> None:
@@ -1093,12 +1055,12 @@ def test_argparse_errors_exit_2_without_traceback(
 def test_os_errors_are_one_line(
     synth: Synth, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    import owp.files
+    import owp.workflows.datasets
 
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(owp.files, "write_json", refuse)
+    monkeypatch.setattr(owp.workflows.datasets, "write_json", refuse)
     out = tmp_path / "P.json"
     run = run_cli(capsys, "propose-baseline", "--data", synth.root, "--num", "2", "--out", out)
     lines = run.err.strip().splitlines()

@@ -1,11 +1,11 @@
 """``owp predict``: proposals for image files, as per-image JSON or one COCO file, with overlays.
 
-:func:`predict_images` runs any model under the owp contract — a trained run, a torchvision
-source or an exported ONNX file (:func:`owp.engine.runs.load_source`,
-:class:`owp.export.OnnxProposer`) — over image files, in batches of similar aspect ratio (the
-batch is padded to its largest image), and writes for every image ``<name>.png`` (an overlay
-of the best boxes, coloured by score, with a legend) and either ``<name>.json``
-(``--format json``) or, for the whole input, one
+:func:`predict_run` loads a run for :func:`predict_images_to_files`, which runs any model
+under the owp contract — a trained run, a torchvision source (:func:`owp.engine.runs.load_source`) or an
+exported ONNX file (:class:`owp.export.OnnxProposer`) — over image files, in batches of similar
+aspect ratio (the batch is padded to its largest image), and writes for every image
+``<name>.png`` (an overlay of the best boxes, coloured by score, with a legend) and either
+``<name>.json`` (``--format json``) or, for the whole input, one
 ``predictions.json`` in the COCO layout (``--format coco``).
 
 Output names are the image stems; images whose stems collide (``a/x.jpg`` and ``b/x.png``) get
@@ -15,6 +15,7 @@ input file: an output folder that holds input images is refused.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,10 +36,12 @@ from owp.viz.overlays import save_overlay
 FORMATS: tuple[str, ...] = ("json", "coco")
 COCO_FILE = "predictions.json"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PredictionReport:
-    """What :func:`predict_images` wrote: ``overlays`` (PNG paths), ``files`` (JSON paths),
+    """What :func:`predict_images_to_files` wrote: ``overlays`` (PNG paths), ``files`` (JSON paths),
     ``images`` (count), ``boxes`` (written in all), ``seconds`` (model time and I/O)."""
 
     overlays: list[Path] = field(default_factory=list)
@@ -134,7 +137,7 @@ def _records(output: dict[str, torch.Tensor], class_names: Sequence[str] | None)
     return records
 
 
-def predict_images(
+def predict_images_to_files(
     model: Any,
     paths: Sequence[Path],
     out_dir: str | Path,
@@ -333,3 +336,116 @@ def _category(label: int, ids: list[int] | None) -> int | None:
     if ids is None:
         return label + 1
     return ids[label] if 0 <= label < len(ids) else None
+
+
+def predict_run(
+    run: str | Path,
+    inputs: Sequence[str | Path],
+    out_dir: Path,
+    *,
+    output_format: str = "json",
+    top_k: int | None = None,
+    score_thresh: float | None = None,
+    draw: int = 20,
+    batch_size: int = 1,
+    data: str | Path | None = None,
+    part: str = "val",
+    images: Path | None = None,
+    scoring: str | None = None,
+    device: str = "auto",
+    weights: Path | None = None,
+    amp: str = "none",
+    channels_last: bool = False,
+    compile: bool = False,
+    progress: bool = False,
+) -> PredictionReport:
+    """``owp predict``: load ``run`` (a run folder, checkpoint, model source or ONNX file) and
+    :func:`predict_images_to_files` over ``inputs`` (default: the run's val images), with
+    dataset image ids from ``data`` or the run's val set (see :func:`_images_and_ids`)."""
+    from owp.engine.inference import image_paths, load_for_inference
+    from owp.evaluation.proposals import DEFAULT_MAX_DETS
+    from owp.engine.runs import ONNX_SUFFIX, is_source
+
+    for flag, value in (("--top-k", top_k), ("--draw", draw), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise OwpInputError(f"{flag} must be a positive integer, got {value}")
+    paths = image_paths(inputs) if inputs else None
+    source = is_source(run)
+    if paths is None and source:
+        raise OwpInputError(
+            "name the image files or folders to predict (a model source has no val images)",
+            path=run,
+        )
+    overrides: dict[str, Any] = {"scoring": scoring} if scoring else {}
+    if not str(run).lower().endswith(ONNX_SUFFIX):  # an ONNX graph has them built in
+        if top_k is not None:
+            overrides["post_nms_top_n"] = top_k
+        elif output_format == "coco":  # the budget owp eval scores, so that AR@1000 means it
+            overrides["post_nms_top_n"] = max(DEFAULT_MAX_DETS)
+        if score_thresh is not None:
+            overrides["score_thresh"] = score_thresh
+    model, saved, precision = load_for_inference(
+        run,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        compile=compile,
+        weights=weights,
+        **overrides,
+    )
+    paths, image_ids = _images_and_ids(run, paths, saved, source, data, part, images)
+    names = model.class_names
+    if names is None and model.classifies and model.category_ids is None:
+        log.warning("labels are written as numbers: the run's classes are unknown")
+    return predict_images_to_files(
+        model,
+        paths,
+        out_dir,
+        top_k=top_k,
+        draw=draw,
+        score_thresh=score_thresh,
+        batch_size=batch_size,
+        output_format=output_format,
+        class_names=names,
+        category_ids=model.category_ids,
+        image_ids=image_ids,
+        precision=precision,
+        progress=progress,
+    )
+
+
+def _images_and_ids(
+    run: str | Path,
+    paths: list[Path] | None,
+    saved: dict,
+    source: bool,
+    data: str | Path | None,
+    part: str,
+    images: Path | None,
+) -> tuple[list[Path], list[int] | None]:
+    """The images ``owp predict`` runs on and their dataset image ids: ``data``'s (its images
+    by default, inputs matched by file name), else the run's own val set's (its images by
+    default, or inputs that all carry its file names); ``None`` (numbered from 1) otherwise."""
+    from owp.data.locate import dataset_images, run_images
+
+    if data is not None:
+        known, ids = dataset_images(data, part, images)
+        if paths is None:
+            return known, ids
+        return paths, ids_by_file_name(paths, known, ids, data, strict=True)
+    if source:
+        return paths, None
+    known, ids = run_images(run, saved.get("data")) if paths is None else _run_val(run, saved)
+    if paths is None:
+        return known, ids
+    return paths, ids_by_file_name(paths, known, ids, run, strict=False)
+
+
+def _run_val(run: str | Path, saved: dict) -> tuple[list[Path], list[int]]:
+    """The run's val images and ids, or none when its data is not found."""
+    from owp.data.locate import run_images
+
+    try:
+        return run_images(run, saved.get("data"))
+    except OwpInputError:
+        return [], []

@@ -1,22 +1,21 @@
 """owp study: runs trained, then reused or resumed; the results table, the plots, bad names."""
 
 import json
-import logging
 import math
 from dataclasses import replace
 
 import pytest
 from PIL import Image
 
-from owp.cli import main
+from conftest import run_owp
 from owp.config import load_group, load_preset
 from owp.data.splits import SplitSpec
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
-from owp.engine import study
 from owp.engine.checkpoint import load_checkpoint
-from owp.engine.study import expand_names, plan_runs, recall_per_iou, scores_by_match
 from owp.engine.trainer import Trainer
 from owp.errors import OwpInputError
+from owp.workflows import study
+from owp.workflows.study import expand_names, plan_runs, recall_per_iou, scores_by_match
 
 PRESETS = ("synth-centerness", "synth-iou-cs-is")
 TINY = (
@@ -30,16 +29,6 @@ TINY = (
     "eval.max_dets=[10, 100]",
 )
 PLOTS = ("recall_vs_k", "recall_vs_iou", "score_histograms", "heatmaps")
-
-
-def owp(*argv: str) -> int:
-    """``owp ARGV`` through the CLI, leaving the ``owp`` logger as it was."""
-    logger = logging.getLogger("owp")
-    saved = logger.handlers[:], logger.level, logger.propagate
-    try:
-        return main(list(argv))
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def study_args(out, data, *names, extra=()):
@@ -58,7 +47,7 @@ def data(tmp_path_factory):
 def first_study(data, tmp_path_factory):
     """Both runs trained from nothing; the study folder and its results.json then."""
     out = tmp_path_factory.mktemp("study")
-    assert owp(*study_args(out, data, *PRESETS)) == 0
+    assert run_owp(*study_args(out, data, *PRESETS)) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -94,7 +83,7 @@ def test_rerunning_reuses_finished_runs(first_study, data, capsys):
     checkpoints = [out / "runs" / run / "last.pt" for run in PRESETS]
     before = [path.stat().st_mtime_ns for path in checkpoints]
     capsys.readouterr()
-    assert owp(*study_args(out, data, *PRESETS)) == 0
+    assert run_owp(*study_args(out, data, *PRESETS)) == 0
     printed = capsys.readouterr().out
     assert "[1/2] synth-centerness: reused" in printed
     assert "[2/2] synth-iou-cs-is: reused" in printed
@@ -108,7 +97,7 @@ def test_a_run_with_another_config_is_not_mixed_in(first_study, data, capsys):
     out, _ = first_study
     # A longer schedule is another config too: a resumed run keeps its first lr steps.
     extra = ["train.base_lr=0.02", "train.max_iters=6"]
-    assert owp(*study_args(out, data, *PRESETS, extra=extra)) == 2
+    assert run_owp(*study_args(out, data, *PRESETS, extra=extra)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("owp: error:") and "\n" not in err
     assert "another config (train.base_lr 0.01 -> 0.02; train.max_iters 3 -> 6)" in err
@@ -123,7 +112,7 @@ def test_an_interrupted_run_is_resumed(data, tmp_path, monkeypatch, capsys):
         return train_step(self, *args)
 
     monkeypatch.setattr(Trainer, "run_step", interrupt_after_one_step)
-    assert owp(*study_args(tmp_path, data, "synth-iou-cs-is")) == 130
+    assert run_owp(*study_args(tmp_path, data, "synth-iou-cs-is")) == 130
     run = tmp_path / "runs" / "synth-iou-cs-is"
     assert load_checkpoint(run / "last.pt")["step"] == 1
     assert not (run / "eval" / "metrics.json").exists()
@@ -131,7 +120,7 @@ def test_an_interrupted_run_is_resumed(data, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(Trainer, "run_step", train_step)
     capsys.readouterr()
-    assert owp(*study_args(tmp_path, data, "synth-iou-cs-is")) == 0
+    assert run_owp(*study_args(tmp_path, data, "synth-iou-cs-is")) == 0
     assert "[1/1] synth-iou-cs-is: resuming" in capsys.readouterr().out
     assert load_checkpoint(run / "last.pt")["step"] == 3
     (row,) = json.loads((tmp_path / "results.json").read_text())
@@ -148,7 +137,7 @@ def test_an_interrupted_run_is_resumed(data, tmp_path, monkeypatch, capsys):
     ],
 )
 def test_bad_names_are_one_error_line(argv, message, capsys, tmp_path):
-    assert owp(*argv, "--out", str(tmp_path)) == 2
+    assert run_owp(*argv, "--out", str(tmp_path)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("owp: error:") and "\n" not in err and message in err
     if argv[1] == "nope":

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-import owp.demo
+import owp.workflows.demo
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
-from owp.demo import DEMO_COLUMNS, run_demo
 from owp.errors import OwpInputError
 from owp.models.baselines import selective_search_available
+from owp.workflows.demo import DEMO_COLUMNS, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +58,13 @@ def test_a_minutes_budget_is_named_in_the_table(small_set, tmp_path, capsys):
 def test_selective_search_runs_once_per_val_set(small_set, tmp_path, monkeypatch):
     first = run_demo(tmp_path / "d", device="cpu", data=small_set, iterations=1)
     calls = []
-    real = owp.demo.propose_for_images
+    real = owp.workflows.demo.propose_for_images
 
     def counted(images, proposer, **kwargs):
         calls.append(kwargs.get("images_dir"))
         return real(images, proposer, **kwargs)
 
-    monkeypatch.setattr(owp.demo, "propose_for_images", counted)
+    monkeypatch.setattr(owp.workflows.demo, "propose_for_images", counted)
     second = run_demo(tmp_path / "d", device="cpu", data=small_set, iterations=1)
     assert calls == [None]  # only the size-only sliding windows were proposed again
     assert first[-1] == second[-1]

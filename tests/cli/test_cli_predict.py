@@ -16,9 +16,9 @@ from owp.cli import main
 from owp.config import DataConfig, ModelConfig, RunConfig
 from owp.engine.batching import input_shape_of
 from owp.engine.checkpoint import save_checkpoint
-from owp.engine.predict import aspect_batches, output_names
 from owp.models.registry import create_model
 from owp.viz.overlays import LEGEND_HEIGHT
+from owp.workflows.predict import aspect_batches, output_names
 
 SIZES = {"wide": (60, 150), "tall": (140, 70), "square": (90, 90), "wider": (50, 140)}
 
