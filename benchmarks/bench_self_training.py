@@ -7,7 +7,7 @@ Run by hand, one training job at a time::
         [--full-control] [--holdout-every 5] [--threads 1] [--set KEY=VALUE ...] \\
         [--continue-set KEY=VALUE ...]
 
-Protocol (README "Self-training: measured"):
+Protocol (docs/results.md, "Self-training"):
 
 1. **Miner**: ``synth-t1-iou-cs-is`` trained for ``--miner-iters`` (seed 0) on the training
    images: the mining checkpoint.

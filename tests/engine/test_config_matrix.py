@@ -9,7 +9,7 @@ box) and one eval forward, and asserts:
 * what the recipe freezes is bit-identical after the steps (parameters and batch-norm
   statistics), and every parameter the recipe trains changes unless no trained loss reaches it;
 * under ``frozen_fb`` the localization outputs for a fixed image do not move;
-* the eval output follows DESIGN.md §3.
+* the eval output follows the model contract (owp.models.contract).
 
 The full product of the options is large, so a covering subset is drawn: every value of every
 option appears in some case, and the rest are random cases, all from one seed (printed; set
@@ -117,7 +117,8 @@ _NEEDS = {"centerness": {"centerness"}, "iou": {"iou"}, "geomean": {"centerness"
 
 
 def model_is_valid(family: str, options: dict[str, Any]) -> bool:
-    """The spec of which model options go together (DESIGN.md §4), written independently."""
+    """The spec of which model options go together (docs/reference/models.md), written
+    independently."""
     if family == "fcos":
         scoring, classes = options["scoring"], options["num_classes"]
         branch = scoring.removeprefix("cls*")

@@ -5,19 +5,19 @@ then steps; the base learning rate scaled with the batch size by
 :func:`owp.engine.schedule.scaled_lr`).
 
 A recipe is an ordered list of :class:`Rule` (first match wins) over parameter names. Each rule
-names a part of the model — ``backbone``, ``classification`` or ``localization``, which every
-model maps to parameter-name prefixes in its ``PARTS``, or ``None`` for every parameter — and
-gives its learning rate as a multiple of the base learning rate, or ``None`` to freeze it
-(DESIGN.md §4). On FCOS-OWP ``classification`` is the classification tower and logits and
-``localization`` the box tower with regression and objectness; on two-stage models
-localization is the RPN and the box-regression branches, classification the class scores
-(none for the class-agnostic RPN and OLN). A fourth part, ``objectness``, is FCOS-OWP's
-objectness branches alone (inside localization); the ``objectness`` recipe trains only them.
-Parameters already frozen by the model (``trainable_layers``) stay frozen. ``finetune`` and
-``frozen`` start from an ``owp`` checkpoint (``train.init``); each of those four recipes has a
-``_fb`` twin with the backbone frozen.
+names a part of the model — ``backbone``, ``classification`` or ``localization``, which every model
+maps to parameter-name prefixes in its ``PARTS``, or ``None`` for every parameter — and gives its
+learning rate as a multiple of the base learning rate, or ``None`` to freeze it
+(docs/reference/models.md, 'What "frozen" and "ignored" mean'). On FCOS-OWP ``classification`` is
+the classification tower and logits and ``localization`` the box tower with regression and
+objectness; on two-stage models localization is the RPN and the box-regression branches,
+classification the class scores (none for the class-agnostic RPN and OLN). A fourth part,
+``objectness``, is FCOS-OWP's objectness branches alone (inside localization); the ``objectness``
+recipe trains only them. Parameters already frozen by the model (``trainable_layers``) stay frozen.
+``finetune`` and ``frozen`` start from an ``owp`` checkpoint (``train.init``); each of those four
+recipes has a ``_fb`` twin with the backbone frozen.
 
-A frozen part is frozen completely (DESIGN.md §4):
+A frozen part is frozen completely (docs/reference/models.md, 'What "frozen" and "ignored" mean'):
 
 * its parameters get ``requires_grad=False`` and no optimizer group;
 * its batch-norm layers become ``FrozenBatchNorm2d``

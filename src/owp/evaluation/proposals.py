@@ -1,6 +1,6 @@
 """Class-agnostic average recall (AR@k) of object proposals on the novel classes of a split.
 
-Two protocols (DESIGN.md §6), always named in the report:
+Two protocols (docs/reference/protocols.md), always named in the report:
 
 * ``strict`` (the paper): base-class ground truth is deleted and every proposal counts in the
   budget. This is exactly COCOeval with ``useCats=0`` on the novel-only ground truth.

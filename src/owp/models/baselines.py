@@ -1,10 +1,10 @@
 """Non-learned proposal baselines: what "no learning" scores on the open-world protocol.
 
-All follow the model output contract (DESIGN.md §3): a dict with ``boxes`` (float32
-``[N, 4]`` xyxy pixels) and ``scores`` (float32 ``[N]``, descending), ``objectness`` equal to
-``scores``. Sliding windows and random boxes need only the image size and are written by hand
-(no library ships these trivial generators); Selective Search (Uijlings et al., IJCV 2013) needs
-the pixels and is OpenCV's contrib implementation (the ``baselines`` extra).
+All follow the model output contract (:class:`owp.models.contract.ProposalModel`): a dict with
+``boxes`` (float32 ``[N, 4]`` xyxy pixels) and ``scores`` (float32 ``[N]``, descending),
+``objectness`` equal to ``scores``. Sliding windows and random boxes need only the image size and
+are written by hand (no library ships these trivial generators); Selective Search (Uijlings et al.,
+IJCV 2013) needs the pixels and is OpenCV's contrib implementation (the ``baselines`` extra).
 """
 
 from __future__ import annotations

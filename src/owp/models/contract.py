@@ -1,4 +1,4 @@
-"""The contract every owp proposal model keeps (DESIGN.md §3): :class:`ProposalModel`.
+"""The contract every owp proposal model keeps: :class:`ProposalModel`.
 
 Engine, export, workflows and viz read these members and nothing else about a model: they never
 probe with ``hasattr`` nor branch on a model family. A model is called like a torchvision

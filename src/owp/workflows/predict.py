@@ -1,7 +1,7 @@
 """``owp predict``: proposals for image files, as per-image JSON or one COCO file, with overlays.
 
-:func:`predict_run` loads a run for :func:`predict_images_to_files`, which runs any model
-under the owp contract — a trained run, a torchvision source (:func:`owp.engine.runs.load_source`) or an
+:func:`predict_run` loads a run for :func:`predict_images_to_files`, which runs any model under the
+owp contract — a trained run, a torchvision source (:func:`owp.engine.runs.load_source`) or an
 exported ONNX file (:class:`owp.export.OnnxProposer`) — over image files, in batches of similar
 aspect ratio (the batch is padded to its largest image), and writes for every image
 ``<name>.png`` (an overlay of the best boxes, coloured by score, with a legend) and either
@@ -363,8 +363,8 @@ def predict_run(
     :func:`predict_images_to_files` over ``inputs`` (default: the run's val images), with
     dataset image ids from ``data`` or the run's val set (see :func:`_images_and_ids`)."""
     from owp.engine.inference import image_paths, load_for_inference
-    from owp.evaluation.proposals import DEFAULT_MAX_DETS
     from owp.engine.runs import ONNX_SUFFIX, is_source
+    from owp.evaluation.proposals import DEFAULT_MAX_DETS
 
     for flag, value in (("--top-k", top_k), ("--draw", draw), ("--batch-size", batch_size)):
         if value is not None and value < 1:

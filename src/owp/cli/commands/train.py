@@ -17,7 +17,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "folder: config.yaml, metrics.csv, TensorBoard events, checkpoints, val metrics. "
         "Multi-GPU: torchrun --nproc_per_node N -m owp.cli train ... Self-training "
         "(data.pseudo_labels, train.pseudo_weight) is experimental: on the synthetic set it "
-        "has not beaten its control yet (README, 'Self-training: measured').",
+        "has not beaten its control yet (docs/results.md, 'Self-training').",
     )
     source = train.add_mutually_exclusive_group()
     source.add_argument(

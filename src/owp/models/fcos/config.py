@@ -18,7 +18,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class FCOSOWPConfig:
-    """Everything that defines an FCOS-OWP model (see DESIGN.md §4 for the methods).
+    """Everything that defines an FCOS-OWP model (docs/reference/models.md describes the methods).
 
     Architecture: ``depth`` (ResNet), ``out_channels`` (FPN and head width), ``num_convs`` (per
     tower), ``norm_groups``, ``num_classes`` (``None``: class-agnostic, no classifier),

@@ -184,7 +184,7 @@ class FCOSOWP(nn.Module):
     def compute_losses(
         self, outputs: dict[str, Tensor], points: Points, targets: list[dict[str, Tensor]]
     ) -> dict[str, Tensor]:
-        """The FCOS-OWP losses for a batch (DESIGN.md §4), each already normalised.
+        """The FCOS-OWP losses for a batch (docs/reference/models.md), each already normalised.
 
         Pseudo boxes (``target["pseudo"]``, self-training) never take an annotated object's
         locations: the annotated boxes are assigned first, and a pseudo box claims only the

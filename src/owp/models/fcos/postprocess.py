@@ -1,6 +1,6 @@
 """From head outputs to ranked boxes: scoring modes, per-level top-k, decoding, NMS.
 
-Scoring modes (DESIGN.md §4):
+Scoring modes:
 
 * class-agnostic proposals: ``centerness`` = σ(ctr), ``iou`` = σ(iou),
   ``geomean`` = sqrt(σ(ctr)·σ(iou)); one score per location, boxes without extent dropped,

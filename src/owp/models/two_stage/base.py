@@ -1,10 +1,10 @@
 """The two-stage skeleton shared by the RPN, OLN and Double-Head references.
 
-torchvision's GeneralizedRCNN split — :class:`GeneralizedRCNNTransform` → ResNet + FPN (P2-P6,
-named as ``fasterrcnn_resnet50_fpn().backbone``) → a proposal network → RoI heads — with owp's
-model contract (DESIGN.md §3): eval outputs carry ``boxes`` (original image coordinates),
-``scores`` (what the boxes are ranked by), ``objectness`` and, for classifying models, 0-based
-``labels`` and ``class_scores``. Subclasses build their proposal network and RoI heads from
+torchvision's GeneralizedRCNN split — :class:`GeneralizedRCNNTransform` → ResNet + FPN (P2-P6, named
+as ``fasterrcnn_resnet50_fpn().backbone``) → a proposal network → RoI heads — with owp's model
+contract (:class:`owp.models.contract.ProposalModel`): eval outputs carry ``boxes`` (original image
+coordinates), ``scores`` (what the boxes are ranked by), ``objectness`` and, for classifying models,
+0-based ``labels`` and ``class_scores``. Subclasses build their proposal network and RoI heads from
 torchvision's blocks and implement :meth:`TwoStageDetector.compute_losses` and
 :meth:`TwoStageDetector.detect`.
 """

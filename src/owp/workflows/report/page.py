@@ -19,7 +19,6 @@ from string import Template
 from typing import Any
 
 from owp import __version__
-from owp.workflows.study import CURVE_BUDGET, recall_per_iou, scores_by_match
 from owp.evaluation.matching import IOU_THRESHOLDS
 from owp.evaluation.proposals import PROTOCOLS, category_budget, evaluate_proposals
 from owp.evaluation.tables import format_value, recall_columns
@@ -32,6 +31,7 @@ from owp.viz.plots import (
 )
 from owp.workflows.report.gallery import figure_tag, gallery_items
 from owp.workflows.report.runs import RunEvaluation
+from owp.workflows.study import CURVE_BUDGET, recall_per_iou, scores_by_match
 
 GALLERY_K = 10
 """The slider's k when the page opens."""
