@@ -9,10 +9,10 @@ import http.server
 import io
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -165,3 +165,17 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="session")
+def synthetic_set_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``factory(**SynthConfig options)``: a small synthetic open-world set generated into a new
+    temporary folder (one per call, so tests never share what they may write into it)."""
+    from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
+
+    def make(**options: Any) -> Path:
+        folder = tmp_path_factory.mktemp("synth")
+        generate_synthetic_dataset(folder, SynthConfig(**options))
+        return folder
+
+    return make

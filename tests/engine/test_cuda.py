@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from owp.config import apply_overrides, load_preset
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
 from owp.engine.precision import compile_parts, resolve_amp, use_channels_last
 from owp.engine.trainer import Trainer, train
@@ -20,10 +19,8 @@ CUDA = torch.device("cuda")
 
 
 @pytest.fixture(scope="module")
-def mini_set(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=16, num_val=4, image_size=128, seed=3))
-    return folder
+def mini_set(synthetic_set_factory):
+    return synthetic_set_factory(num_train=16, num_val=4, image_size=128, seed=3)
 
 
 def mini_config(folder, amp: str, max_iters: int):

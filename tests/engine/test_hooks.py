@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from owp.config import apply_overrides, load_preset
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine import hooks
 from owp.engine.checkpoint import load_checkpoint
 from owp.engine.hooks import CheckpointHook, HookBase, PeriodicEvalHook, TimeBudgetHook
@@ -18,10 +17,8 @@ from owp.engine.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def mini_set(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=12, num_val=3, image_size=96, seed=4))
-    return folder
+def mini_set(synthetic_set_factory):
+    return synthetic_set_factory(num_train=12, num_val=3, image_size=96, seed=4)
 
 
 def mini_config(folder, **train):

@@ -11,7 +11,6 @@ import owp
 from owp.config import apply_overrides, load_preset
 from owp.data.coco import CocoDetection, read_coco_json
 from owp.data.splits import resolve_split
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.inference import evaluate_model, predict_dataset
 from owp.engine.trainer import train
 from owp.errors import OwpInputError
@@ -19,10 +18,8 @@ from owp.models.registry import create_model
 
 
 @pytest.fixture(scope="module")
-def mini_set(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=8, num_val=3, image_size=96, seed=4))
-    return folder
+def mini_set(synthetic_set_factory):
+    return synthetic_set_factory(num_train=8, num_val=3, image_size=96, seed=4)
 
 
 def base_split(folder):

@@ -11,7 +11,6 @@ import torch
 
 import owp.models.fcos.model as fcos_module
 from owp.config import RunConfig, apply_overrides, config_from_dict, load_preset
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
 from owp.engine.precision import (
     autocast,
@@ -242,10 +241,8 @@ def test_a_failing_compile_falls_back_to_eager_with_one_warning(monkeypatch, cap
 
 
 @pytest.fixture(scope="module")
-def mini_set(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=8, num_val=2, image_size=96, seed=3))
-    return folder
+def mini_set(synthetic_set_factory):
+    return synthetic_set_factory(num_train=8, num_val=2, image_size=96, seed=3)
 
 
 def test_bf16_channels_last_training_resumes_exactly(mini_set, tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ import pytest
 
 from conftest import run_owp
 from owp.config import apply_overrides, config_from_dict, load_preset, resolve_data_paths
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.pseudo import quality_path
 from owp.engine.run_labels import RUN_LABELS
 from owp.engine.trainer import Trainer, train
@@ -57,10 +56,8 @@ def test_a_study_trains_the_run_it_mines_from_first():
 
 
 @pytest.fixture(scope="module")
-def mini_set(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=6, num_val=2, image_size=96, seed=5))
-    return folder
+def mini_set(synthetic_set_factory):
+    return synthetic_set_factory(num_train=6, num_val=2, image_size=96, seed=5)
 
 
 def mini_config(folder, *extra):

@@ -16,10 +16,8 @@ from owp.errors import OwpInputError, TrainingError
 
 
 @pytest.fixture(scope="module")
-def mini_set(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=16, num_val=4, image_size=96, seed=3))
-    return folder
+def mini_set(synthetic_set_factory):
+    return synthetic_set_factory(num_train=16, num_val=4, image_size=96, seed=3)
 
 
 def mini_config(folder, **train):

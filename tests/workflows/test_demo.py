@@ -6,17 +6,14 @@ from __future__ import annotations
 import pytest
 
 import owp.workflows.demo
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.errors import OwpInputError
 from owp.models.baselines import selective_search_available
 from owp.workflows.demo import DEMO_COLUMNS, run_demo
 
 
 @pytest.fixture(scope="module")
-def small_set(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=8, num_val=4, image_size=96, seed=7))
-    return folder
+def small_set(synthetic_set_factory):
+    return synthetic_set_factory(num_train=8, num_val=4, image_size=96, seed=7)
 
 
 def test_demo_pipeline_runs_and_is_deterministic(small_set, tmp_path, capsys):

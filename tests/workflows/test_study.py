@@ -10,7 +10,6 @@ from PIL import Image
 from conftest import run_owp
 from owp.config import load_group, load_preset
 from owp.data.splits import SplitSpec
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
 from owp.engine.trainer import Trainer
 from owp.errors import OwpInputError
@@ -37,10 +36,8 @@ def study_args(out, data, *names, extra=()):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=8, num_val=4, image_size=96, seed=1))
-    return folder
+def data(synthetic_set_factory):
+    return synthetic_set_factory(num_train=8, num_val=4, image_size=96, seed=1)
 
 
 @pytest.fixture(scope="module")

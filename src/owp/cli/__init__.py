@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from owp import __version__
 from owp.cli.commands import (
     bench,
     data,
@@ -31,6 +30,7 @@ from owp.cli.commands import (
     train,
 )
 from owp.cli.commands import eval as evaluate
+from owp.version import __version__
 
 COMMANDS = (
     demo,

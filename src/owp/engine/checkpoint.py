@@ -144,7 +144,7 @@ def save_checkpoint(
     when enabled. ``rng_per_rank``: every DDP rank's generator states (from
     :func:`capture_rng_states`, gathered on rank 0); ``rng`` always holds this process's.
     """
-    from owp import __version__
+    from owp.version import __version__
 
     _check_plain(config, "config")
     _check_plain(extra, "extra")

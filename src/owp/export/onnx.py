@@ -399,8 +399,8 @@ def export_onnx(
     """
     require_extra("onnx")
     require_extra("onnxscript")
-    from owp import __version__
     from owp.files import write_atomic
+    from owp.version import __version__
 
     out = Path(out)
     opset = int(opset or DEFAULT_OPSET)

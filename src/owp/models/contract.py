@@ -30,7 +30,7 @@ class ProposalModel(Protocol):
     """What every proposal model provides (FCOS-OWP, the two-stage models, the torchvision
     sources and an exported ONNX file alike).
 
-    Class attributes:
+    Attributes:
         PARTS: part name (``backbone``, ``classification``, ``localization``, ``objectness``)
             -> the parameter-name prefixes of that part, the parts a training recipe can freeze
             or rescale (:mod:`owp.engine.recipes`).
@@ -45,8 +45,6 @@ class ProposalModel(Protocol):
         COMPILED_PARTS: the submodules ``torch.compile`` acts on (``--compile``).
         TORCH: whether the model is a torch ``nn.Module`` (devices, autocast, channels-last,
             compilation and training apply); ``False`` for an ONNX Runtime graph.
-
-    Attributes:
         config: the model's configuration dataclass (``num_classes``, ``min_size``, ...).
         postprocess_config: the selection eval mode applies (scoring, thresholds, top-k).
         transform: torchvision's ``GeneralizedRCNNTransform`` the model resizes and pads its

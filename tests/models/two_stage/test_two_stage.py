@@ -9,7 +9,6 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from owp.cli import main
 from owp.config import apply_overrides, load_preset
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.recipes import parameter_groups
 from owp.engine.runs import load
 from owp.engine.trainer import train
@@ -107,10 +106,8 @@ def test_owp_recipe_freezes_double_head_classification_and_frozen_its_localizati
 
 
 @pytest.fixture(scope="module")
-def mini_set(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synth2")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=16, num_val=4, image_size=128, seed=4))
-    return folder
+def mini_set(synthetic_set_factory):
+    return synthetic_set_factory(num_train=16, num_val=4, image_size=128, seed=4)
 
 
 def mini_config(name, folder, max_iters):
@@ -137,10 +134,8 @@ def mini_config(name, folder, max_iters):
 
 
 @pytest.fixture(scope="module")
-def four_images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("four")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=4, num_val=4, image_size=128, seed=4))
-    return folder
+def four_images(synthetic_set_factory):
+    return synthetic_set_factory(num_train=4, num_val=4, image_size=128, seed=4)
 
 
 @pytest.mark.parametrize("name", TWO_STAGE)

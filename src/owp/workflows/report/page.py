@@ -18,10 +18,10 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from owp import __version__
 from owp.evaluation.matching import IOU_THRESHOLDS
 from owp.evaluation.proposals import PROTOCOLS, category_budget, evaluate_proposals
 from owp.evaluation.tables import format_value, recall_columns
+from owp.version import __version__
 from owp.viz.plots import (
     plot_per_category,
     plot_recall_vs_iou,

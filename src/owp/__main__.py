@@ -1,0 +1,5 @@
+"""``python -m owp``: the ``owp`` command."""
+
+from owp.cli import main
+
+raise SystemExit(main())
