@@ -179,3 +179,19 @@ def synthetic_set_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[
         return folder
 
     return make
+
+
+def small_run_config(preset: str, folder: Path, size: int, *overrides: str) -> Any:
+    """The ``RunConfig`` of ``preset`` trained and evaluated on the synthetic set in ``folder``
+    at ``size`` px, in-process data loading, AR@10/100, then ``overrides`` (``key=value``)."""
+    from owp.config import apply_overrides, load_preset
+
+    common = [
+        f"data.train={folder}",
+        f"data.val={folder}",
+        "data.num_workers=0",
+        f"model.min_size={size}",
+        f"model.max_size={size}",
+        "eval.max_dets=[10, 100]",
+    ]
+    return apply_overrides(load_preset(preset), [*common, *overrides])

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from owp.config import apply_overrides, load_preset
+from conftest import small_run_config
 from owp.engine.checkpoint import load_checkpoint
 from owp.engine.precision import compile_parts, resolve_amp, use_channels_last
 from owp.engine.trainer import Trainer, train
@@ -24,21 +24,15 @@ def mini_set(synthetic_set_factory):
 
 
 def mini_config(folder, amp: str, max_iters: int):
-    config = apply_overrides(
-        load_preset("demo"),
-        [
-            f"data.train={folder}",
-            f"data.val={folder}",
-            "data.num_workers=0",
-            "model.min_size=128",
-            "model.max_size=128",
-            "train.batch_size=4",
-            "train.warmup_iters=2",
-            f"train.max_iters={max_iters}",
-            "train.checkpoint_period=100",
-            f"train.amp={amp}",
-            "eval.max_dets=[10, 100]",
-        ],
+    config = small_run_config(
+        "demo",
+        folder,
+        128,
+        "train.batch_size=4",
+        "train.warmup_iters=2",
+        f"train.max_iters={max_iters}",
+        "train.checkpoint_period=100",
+        f"train.amp={amp}",
     )
     return replace(config, train=replace(config.train, device="cuda"))
 

@@ -25,7 +25,7 @@ from owp.models.fcos.assign import assign, pad_targets
 from owp.models.fcos.points import make_points
 from owp.models.fcos.targets import centerness_targets, gather_boxes, iou_targets, ltrb_targets
 from owp.models.registry import create_model
-from owp.workflows.study import _config_differences
+from owp.workflows.study import config_differences
 
 CPU = torch.device("cpu")
 # bf16 keeps 8 bits of mantissa (relative step 2**-8 = 0.4 %); through the tiny network's
@@ -109,9 +109,9 @@ def test_options_load_and_old_amp_booleans_still_load_and_continue():
     old = RunConfig().to_dict()
     old["train"]["amp"] = True
     del old["train"]["channels_last"], old["model"]["compile"]
-    assert _config_differences(old, RunConfig().to_dict()) == []
+    assert config_differences(old, RunConfig().to_dict()) == []
     old["train"]["amp"] = False
-    assert _config_differences(old, RunConfig().to_dict()) == ["train.amp 'none' -> 'auto'"]
+    assert config_differences(old, RunConfig().to_dict()) == ["train.amp 'none' -> 'auto'"]
 
 
 def test_assignment_and_targets_are_bit_identical_under_autocast():

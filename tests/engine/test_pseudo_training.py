@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import run_owp
-from owp.config import apply_overrides, config_from_dict, load_preset, resolve_data_paths
+from conftest import run_owp, small_run_config
+from owp.config import config_from_dict, resolve_data_paths
 from owp.engine.pseudo import quality_path
 from owp.engine.run_labels import RUN_LABELS
 from owp.engine.trainer import Trainer, train
@@ -61,21 +61,15 @@ def mini_set(synthetic_set_factory):
 
 
 def mini_config(folder, *extra):
-    return apply_overrides(
-        load_preset("synth-t1-iou-cs-is"),
-        [
-            f"data.train={folder}",
-            f"data.val={folder}",
-            "data.num_workers=0",
-            "model.min_size=96",
-            "model.max_size=96",
-            "train.batch_size=2",
-            "train.max_iters=1",
-            "train.warmup_iters=1",
-            "eval.max_dets=[10, 100]",
-            "eval.batch_size=2",
-            *extra,
-        ],
+    return small_run_config(
+        "synth-t1-iou-cs-is",
+        folder,
+        96,
+        "train.batch_size=2",
+        "train.max_iters=1",
+        "train.warmup_iters=1",
+        "eval.batch_size=2",
+        *extra,
     )
 
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from owp.config import apply_overrides, load_preset
+from conftest import small_run_config
+from owp.config import apply_overrides
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.engine.checkpoint import load_checkpoint
 from owp.engine.runs import load
@@ -21,19 +22,8 @@ def mini_set(synthetic_set_factory):
 
 
 def mini_config(folder, **train):
-    config = apply_overrides(
-        load_preset("demo"),
-        [
-            f"data.train={folder}",
-            f"data.val={folder}",
-            "data.num_workers=0",
-            "model.min_size=96",
-            "model.max_size=96",
-            "train.batch_size=4",
-            "train.warmup_iters=2",
-            "train.log_period=1",
-            "eval.max_dets=[10, 100]",
-        ],
+    config = small_run_config(
+        "demo", folder, 96, "train.batch_size=4", "train.warmup_iters=2", "train.log_period=1"
     )
     return replace(config, train=replace(config.train, **train))
 

@@ -55,6 +55,15 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def inference_runtime(args: argparse.Namespace):
+    """The :class:`~owp.engine.inference.InferenceRuntime` of ``--device`` and the speed options."""
+    from owp.engine.inference import InferenceRuntime
+
+    return InferenceRuntime(
+        device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile
+    )
+
+
 def add_evaluation_arguments(parser: argparse.ArgumentParser, results_flag: str) -> None:
     """--gt, the results file, --split, --engine and --out, shared by the eval commands."""
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -449,23 +449,36 @@ def _saved_predictions(out_dir: str | Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+@dataclass(frozen=True)
+class InferenceRuntime:
+    """Where and how fast a model runs for inference (``owp eval`` / ``owp predict``'s
+    ``--device``, ``--amp``, ``--channels-last`` and ``--compile``; see
+    :func:`~owp.engine.precision.prepare_for_inference`)."""
+
+    device: torch.device | str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+
+
+DEFAULT_RUNTIME = InferenceRuntime()
+"""``auto`` device, fp32, contiguous memory, eager."""
+
+
 def load_for_inference(
     source: str | Path,
+    runtime: InferenceRuntime = DEFAULT_RUNTIME,
     *,
-    device: torch.device | str = "auto",
-    amp: str = "none",
-    channels_last: bool = False,
-    compile: bool = False,
     weights: str | Path | None = None,
     **overrides: Any,
 ) -> tuple[Any, dict, str]:
     """The model of ``source`` (a run folder, checkpoint, model source or ONNX file) ready to
-    run: moved to ``device`` (``auto``: CUDA when present) with ``owp eval`` / ``owp predict``'s
-    speed options applied (:func:`~owp.engine.precision.prepare_for_inference`).
+    run: moved to ``runtime.device`` (``auto``: CUDA when present) with its speed options
+    applied.
 
     Args:
         source: what :func:`~owp.engine.runs.load_with_config` loads.
-        device, amp, channels_last, compile: where and how fast the model runs.
+        runtime: where and how fast the model runs.
         weights: the weights file of a ``torchvision:`` source (others hold their own).
         overrides: model options replacing the saved ones (e.g. ``scoring``).
 
@@ -483,10 +496,11 @@ def load_for_inference(
             )
         overrides["weights"] = weights
     model, saved = load_with_config(source, **overrides)
+    device = runtime.device
     target = dist.resolve_device(device) if isinstance(device, str) else device
     model.to(target)
     precision = prepare_for_inference(
-        model, target, amp=amp, channels_last=channels_last, compile=compile
+        model, target, amp=runtime.amp, channels_last=runtime.channels_last, compile=runtime.compile
     )
     return model, saved, precision
 

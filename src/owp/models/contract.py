@@ -91,3 +91,21 @@ class ProposalModel(Protocol):
     def training_stats(self) -> dict[str, float]:
         """Extra values the trainer logs each log step (e.g. masked locations)."""
         ...
+
+
+class TrainedModelState:
+    """The contract's per-instance state, with its defaults, for owp's torch models (mixed in
+    before ``nn.Module``): the trainer sets ``iteration`` each step and ``pseudo_weight`` when
+    ``WEIGHTS_PSEUDO``; the trainer, or the checkpoint when loaded, sets a classifying model's
+    ``category_ids`` and ``class_names`` (``None`` while unknown)."""
+
+    config: Any
+    iteration: int = 0
+    pseudo_weight: float = 1.0
+    category_ids: list[int] | None = None
+    class_names: list[str] | None = None
+
+    @property
+    def classifies(self) -> bool:
+        """Whether the model has a classifier (``config.num_classes`` set)."""
+        return self.config.num_classes is not None

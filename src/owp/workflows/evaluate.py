@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from owp.data.locate import locate, locate_split, run_data
-from owp.engine.inference import evaluate_model, load_for_inference, metrics_file_name
+from owp.engine.inference import (
+    DEFAULT_RUNTIME,
+    InferenceRuntime,
+    evaluate_model,
+    load_for_inference,
+    metrics_file_name,
+)
 from owp.errors import OwpInputError
 from owp.evaluation.proposals import category_budget, check_max_dets, per_category_recall
 from owp.files import write_json
@@ -42,14 +48,11 @@ def evaluate_run(
     scoring: str | None = None,
     also_scoring: str = "",
     batch_size: int = 8,
-    device: str = "auto",
+    runtime: InferenceRuntime = DEFAULT_RUNTIME,
     out: Path | None = None,
     force: bool = False,
     per_category: bool = False,
     weights: Path | None = None,
-    amp: str = "none",
-    channels_last: bool = False,
-    compile: bool = False,
     progress: bool = False,
 ) -> RunEvaluation:
     """Evaluate the model of ``run`` (a run folder, checkpoint or model source) on ``data``
@@ -68,15 +71,7 @@ def evaluate_run(
             "from (owp predict FILE IMAGES runs the ONNX file)",
             path=run,
         )
-    model, saved, precision = load_for_inference(
-        run,
-        device=device,
-        amp=amp,
-        channels_last=channels_last,
-        compile=compile,
-        weights=weights,
-        **overrides,
-    )
+    model, saved, precision = load_for_inference(run, runtime, weights=weights, **overrides)
     own = run_data(run, saved.get("data"))  # config.yaml: absolute paths
     if data is None:
         data, images = own.val, images or own.val_images

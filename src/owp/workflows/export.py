@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from owp.engine.inference import load_for_inference
+from owp.engine.inference import InferenceRuntime, load_for_inference
 from owp.errors import OwpInputError
 
 
@@ -31,7 +31,9 @@ def export_run(
     # The first scoring's own inference options (a torchvision source's 0.2 score threshold
     # for cls* scorings), as owp predict --scoring gets them.
     first = {"scoring": scorings[0]} if scorings else {}
-    model, saved, _ = load_for_inference(run, device="cpu", weights=weights, **first)
+    model, saved, _ = load_for_inference(
+        run, InferenceRuntime(device="cpu"), weights=weights, **first
+    )
     if not model.TORCH:
         raise OwpInputError("is already an ONNX file", path=run)
     pipeline_for(model, scorings=scorings, min_size=min_size, max_size=max_size, top_k=top_k)

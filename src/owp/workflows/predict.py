@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from owp.data.images import read_image_tensor
 from owp.engine.batching import InputShape, inference_batches, input_shape_of, to_device
+from owp.engine.inference import DEFAULT_RUNTIME, InferenceRuntime
 from owp.engine.precision import autocast
 from owp.errors import OwpInputError
 from owp.files import write_json
@@ -352,11 +353,8 @@ def predict_run(
     part: str = "val",
     images: Path | None = None,
     scoring: str | None = None,
-    device: str = "auto",
+    runtime: InferenceRuntime = DEFAULT_RUNTIME,
     weights: Path | None = None,
-    amp: str = "none",
-    channels_last: bool = False,
-    compile: bool = False,
     progress: bool = False,
 ) -> PredictionReport:
     """``owp predict``: load ``run`` (a run folder, checkpoint, model source or ONNX file) and
@@ -384,15 +382,7 @@ def predict_run(
             overrides["post_nms_top_n"] = max(DEFAULT_MAX_DETS)
         if score_thresh is not None:
             overrides["score_thresh"] = score_thresh
-    model, saved, precision = load_for_inference(
-        run,
-        device=device,
-        amp=amp,
-        channels_last=channels_last,
-        compile=compile,
-        weights=weights,
-        **overrides,
-    )
+    model, saved, precision = load_for_inference(run, runtime, weights=weights, **overrides)
     paths, image_ids = _images_and_ids(run, paths, saved, source, data, part, images)
     names = model.class_names
     if names is None and model.classifies and model.category_ids is None:

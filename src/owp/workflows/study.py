@@ -179,7 +179,7 @@ def run_action(run_dir: Path, config: RunConfig) -> str:
     if checkpoint is None:
         return TRAINED
     state = load_checkpoint(checkpoint)
-    differences = _config_differences(state.get("config", {}), config.to_dict())
+    differences = config_differences(state.get("config", {}), config.to_dict())
     if differences:
         raise OwpInputError(
             f"holds a run with another config ({'; '.join(differences[:3])}); delete it or "
@@ -547,7 +547,7 @@ def _xyxy(boxes: list[list[float]]) -> torch.Tensor:
     return torch.cat([tensor[:, :2], tensor[:, :2] + tensor[:, 2:]], dim=1)
 
 
-def _config_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+def config_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """``key saved -> wanted`` for the dotted config keys that differ, bar
     :data:`CONTINUABLE_KEYS`."""
     saved = upgrade_saved_config(dict(saved))  # older runs: legacy values, keys added since

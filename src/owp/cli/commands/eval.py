@@ -11,6 +11,7 @@ from owp.cli.options import (
     add_pool_argument,
     add_speed_arguments,
     add_weights_argument,
+    inference_runtime,
     print_per_category,
     print_run_metrics,
 )
@@ -92,14 +93,11 @@ def run(args: argparse.Namespace) -> None:
         scoring=args.scoring,
         also_scoring=args.also_scoring,
         batch_size=args.batch_size,
-        device=args.device,
+        runtime=inference_runtime(args),
         out=args.out,
         force=args.force,
         per_category=args.per_category,
         weights=args.weights,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        compile=args.compile,
         progress=True,
     )
     metrics, out = result.metrics, result.out

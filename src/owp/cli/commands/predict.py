@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from owp.cli.options import add_device_argument, add_speed_arguments, add_weights_argument
+from owp.cli.options import (
+    add_device_argument,
+    add_speed_arguments,
+    add_weights_argument,
+    inference_runtime,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -78,11 +83,8 @@ def run(args: argparse.Namespace) -> None:
         part=args.part,
         images=args.images,
         scoring=args.scoring,
-        device=args.device,
+        runtime=inference_runtime(args),
         weights=args.weights,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        compile=args.compile,
         progress=True,
     )
     what = "predictions.json" if args.format == "coco" else "proposals (JSON)"

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from owp.models.backbones import backbone_for
-from owp.models.contract import ExportKind
+from owp.models.contract import ExportKind, TrainedModelState
 from owp.models.fcos.assign import (
     BACKGROUND,
     IGNORE,
@@ -56,7 +56,7 @@ from owp.models.fcos.targets import (
 _PER_BOX = ("boxes", "labels", "ignore", "iscrowd", "pseudo")
 
 
-class FCOSOWP(nn.Module):
+class FCOSOWP(TrainedModelState, nn.Module):
     """FCOS with learned objectness; a :class:`~owp.models.contract.ProposalModel`.
 
     ``model(images)`` with ``images`` a list of ``Tensor[3, H, W]`` in 0..1:
@@ -111,19 +111,7 @@ class FCOSOWP(nn.Module):
             norm_groups=config.norm_groups,
         )
         self.postprocess_config = config.postprocess_config()
-        self.iteration = 0  # set by the trainer: unknown-object masking starts at an iteration
         self.last_masked = 0  # locations masked in the last training forward (for logging)
-        # Loss weight of the locations on pseudo boxes (set by the trainer: train.pseudo_weight).
-        self.pseudo_weight = 1.0
-        # A classifying model's label -> dataset category id and name (set by the trainer, or
-        # from the checkpoint when loaded); None while unknown.
-        self.category_ids: list[int] | None = None
-        self.class_names: list[str] | None = None
-
-    @property
-    def classifies(self) -> bool:
-        """Whether the model has a classifier (``num_classes`` set)."""
-        return self.config.num_classes is not None
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None

@@ -23,7 +23,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from owp.models.backbones import backbone_for
-from owp.models.contract import ExportKind
+from owp.models.contract import ExportKind, TrainedModelState
 from owp.models.fcos.postprocess import MIN_OUTPUT_BOX_SIZE
 from owp.models.fcos.targets import check_labels
 
@@ -214,7 +214,7 @@ class Float32AnchorGenerator(AnchorGenerator):
         return super().forward(image_list, stand_ins)
 
 
-class TwoStageDetector(nn.Module, ABC):
+class TwoStageDetector(TrainedModelState, nn.Module, ABC):
     """transform → backbone (P2-P6) → ``self.rpn`` → ``self.roi_heads``; the owp contract.
 
     ``model(images)`` with ``images`` a list of ``Tensor[3, H, W]`` in 0..1:
@@ -249,15 +249,6 @@ class TwoStageDetector(nn.Module, ABC):
         )
         self.backbone = backbone_for(config, levels="p2-p6")
         self.postprocess_config = config.postprocess_config()
-        self.iteration = 0
-        self.pseudo_weight = 1.0  # fixed: WEIGHTS_PSEUDO is False
-        self.category_ids: list[int] | None = None
-        self.class_names: list[str] | None = None
-
-    @property
-    def classifies(self) -> bool:
-        """Whether the model has a classifier (``num_classes`` set)."""
-        return self.config.num_classes is not None
 
     def forward(
         self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from owp.errors import OwpInputError
 from owp.models.backbones import read_state_dict
-from owp.models.contract import ExportKind
+from owp.models.contract import ExportKind, TrainedModelState
 from owp.models.registry import create_model
 from owp.models.two_stage.base import (
     IMAGENET_MEAN,
@@ -177,7 +177,7 @@ class FasterRCNNSourceConfig:
         )
 
 
-class FasterRCNNProposals(nn.Module):
+class FasterRCNNProposals(TrainedModelState, nn.Module):
     """A torchvision Faster R-CNN under the owp model contract: its RPN objectness proposals.
 
     Eval outputs per image: ``boxes`` (input pixels), ``scores`` = ``objectness`` = the RPN's
@@ -201,10 +201,6 @@ class FasterRCNNProposals(nn.Module):
         self.detector = detector.eval()
         self.config = config
         self.postprocess_config = config.postprocess_config()
-        self.iteration = 0
-        self.pseudo_weight = 1.0
-        self.category_ids: list[int] | None = None
-        self.class_names: list[str] | None = None
         transform = detector.transform
         transform.min_size, transform.max_size = (config.min_size,), config.max_size
         transform.image_mean, transform.image_std = list(config.image_mean), list(config.image_std)
