@@ -18,6 +18,10 @@ import pytest
 
 from owp.cli import main
 
+COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
+"""343 real COCO train images beside the checkout (``../shared``); absent from a fresh clone, so
+the tests that read them skip."""
+
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:

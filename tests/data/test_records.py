@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import COCO_MINI
 from owp.data.coco import BoxColumns, image_path, load_box_columns, load_instances, read_coco_json
 from owp.data.dataset import CocoDetection
 from owp.data.records import ImageRecords, build_records
@@ -22,8 +23,6 @@ from owp.data.splits import lvis_v1_novel_ids, resolve_split
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 from owp.errors import OwpInputError
 from owp.testing import random_coco_problem, random_lvis_problem, write_lvis_dataset
-
-COCO_MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco-mini"
 
 
 def reference_targets(ann_file, split, training, pseudo_boxes=None, keep_empty=None):

@@ -13,6 +13,7 @@ import torchvision
 from PIL import Image
 
 import owp
+from conftest import COCO_MINI
 from owp.cli import main
 from owp.data.images import read_image_tensor
 from owp.engine.runs import load_source
@@ -372,9 +373,6 @@ def test_the_trainer_starts_from_a_torchvision_source(torch_home, tmp_path):
     ours = trainer.model.state_dict()
     for key in ("backbone.body.layer4.2.conv3.weight", "head.regression_head.bbox_reg.weight"):
         assert torch.equal(ours[key], theirs[key]), key
-
-
-COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
 
 
 def test_the_practical_preset_trains_its_objectness_branches_on_coco_mini(torch_home, tmp_path):
