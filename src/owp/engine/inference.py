@@ -300,7 +300,9 @@ def evaluate_model(
 
     ``shard`` inside a process group (every rank calls this): each rank predicts its share of
     the images and rank 0 gathers, evaluates and writes (:func:`predict_dataset_per_config`);
-    the metrics equal one process's. The other ranks return ``{}``.
+    the metrics equal one process's. The other ranks return ``{}``. Rank 0 alone decides
+    which saved predictions ``reuse`` takes and tells the others, so that every rank predicts
+    the same files even when the nodes' disks differ.
     """
     dataset = CocoDetection(images_dir, ann_file, split, training=False)
     coco = read_coco_json(ann_file)
@@ -319,18 +321,21 @@ def evaluate_model(
         class_scoring = detection_scoring or config.detection_scoring()
         budget = LVIS_MAX_DETS if is_federated(coco) else DETECTION_MAX_DETS[-1]
         wanted["detections.json"] = (class_scoring, budget)
+    decides = not shard or dist.is_main_process()  # rank 0 reads and writes the files
     keys = {
         name: prediction_key(model, dataset, chosen, n, precision)
         for name, (chosen, n) in wanted.items()
+        if decides
     }
-    saved = _saved_predictions(out_dir) if reuse else {}
+    saved = _saved_predictions(out_dir) if reuse and decides else {}
     reused = [
         name
         for name in wanted
-        if saved.get(name) == keys[name] and (Path(out_dir) / name).is_file()
+        if decides and saved.get(name) == keys[name] and (Path(out_dir) / name).is_file()
     ]
-    image_ids = [img["id"] for img in coco["images"]]
-    outputs = {name: read_results(Path(out_dir) / name, image_ids) for name in reused}
+    if shard:
+        # Every rank must take part in the same prediction, whatever its node's disk holds.
+        reused = dist.broadcast_object(reused)
     missing = [name for name in wanted if name not in reused]
     configs = [replace(config, scoring=wanted[n][0], post_nms_top_n=wanted[n][1]) for n in missing]
     predicted: list[Results] | None = []
@@ -344,8 +349,10 @@ def evaluate_model(
             progress=progress,
             shard=shard,
         )
-    if shard and not dist.is_main_process():
+    if not decides:
         return {}  # rank 0 has every rank's predictions
+    image_ids = [img["id"] for img in coco["images"]]
+    outputs = {name: read_results(Path(out_dir) / name, image_ids) for name in reused}
     outputs.update(zip(missing, predicted, strict=True))
 
     recall_split = dataset.split

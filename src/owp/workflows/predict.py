@@ -16,6 +16,7 @@ input file: an output folder that holds input images is refused.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -364,6 +365,13 @@ def predict_run(
     from owp.engine.runs import ONNX_SUFFIX, is_source
     from owp.evaluation.proposals import DEFAULT_MAX_DETS
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        raise OwpInputError(
+            f"owp predict runs in one process: under torchrun (WORLD_SIZE={world}) every rank "
+            "would write the same files; run it without torchrun (owp eval shares a dataset "
+            "among ranks)"
+        )
     for flag, value in (("--top-k", top_k), ("--draw", draw), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise OwpInputError(f"{flag} must be a positive integer, got {value}")

@@ -25,7 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "metrics.json, print the table. Without --data the run's own val set (data.val and "
         "data.val_images of its config.yaml) is used. Predictions already saved in the output "
         "folder by the same weights, scoring and data are evaluated again instead of "
-        "recomputed (--force recomputes them).",
+        "recomputed (--force recomputes them). Under torchrun (e.g. torchrun --nproc_per_node 8 "
+        "-m owp.cli eval RUN) every rank predicts its share of the images and rank 0 evaluates, "
+        "writes and prints; the metrics are one process's (exactly so at --batch-size 1).",
     )
     evaluate.add_argument("run", help="run folder or checkpoint file")
     evaluate.add_argument(
@@ -100,6 +102,8 @@ def run(args: argparse.Namespace) -> None:
         weights=args.weights,
         progress=True,
     )
+    if result is None:
+        return  # a torchrun rank other than 0: rank 0 prints
     metrics, out = result.metrics, result.out
     if metrics.get("reused"):
         names = " and ".join(metrics["reused"])

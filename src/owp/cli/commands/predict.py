@@ -18,7 +18,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "predict",
         help="proposals for images: JSON per image and overlay PNGs of the top-k boxes",
         description="Run a trained model on image files or folders (default: the run's own val "
-        "images). A classifying model's labels are named from the run's data.",
+        "images). A classifying model's labels are named from the run's data. It runs in one "
+        "process (refused under torchrun; owp eval shares a dataset among ranks).",
     )
     predict.add_argument("run", help="run folder or checkpoint file")
     predict.add_argument(
