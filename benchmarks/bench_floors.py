@@ -73,7 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--style", choices=tuple(STYLES), default="photo")
     parser.add_argument("--val", type=int, default=200, help="synthetic val images")
-    parser.add_argument("--size", type=int, default=320, help="synthetic image side")
+    parser.add_argument(
+        "--size", type=int, default=SynthConfig().image_size, help="synthetic image side"
+    )
     parser.add_argument("--seed", type=int, default=0, help="synthetic seed")
     parser.add_argument("--work", type=Path, default=Path("/tmp/owp-bench-floors"))
     parser.add_argument("--coco", type=Path, default=Path("/work/shared/data/coco-mini"))

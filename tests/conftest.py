@@ -30,6 +30,28 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OWP_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session")
+def _small_default_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session's ``OWP_HOME``, where the default synthetic set is generated small."""
+    return tmp_path_factory.mktemp("owp-home")
+
+
+@pytest.fixture(autouse=True)
+def _small_default_set(_small_default_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ``data.train: synthetic`` (a checkpoint's saved default config, a preset) names the
+    # default set: 1000 photo images at 640 px, minutes to generate. Tests never build it or
+    # read the user's cache: OWP_HOME is a session folder and the default there is 8 + 4 flat
+    # images at 96 px. tests/data/test_default_set.py checks the real default's config.
+    import functools
+
+    import owp.data.locate
+    from owp.data.synthetic import SynthConfig
+
+    small = functools.partial(SynthConfig, num_train=8, num_val=4, image_size=96, style="flat")
+    monkeypatch.setenv("OWP_HOME", str(_small_default_home))
+    monkeypatch.setattr(owp.data.locate, "SynthConfig", small)
+
+
 class Run(NamedTuple):
     """One ``owp`` call: exit status and captured output."""
 
@@ -174,12 +196,14 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
 @pytest.fixture(scope="session")
 def synthetic_set_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``factory(**SynthConfig options)``: a small synthetic open-world set generated into a new
-    temporary folder (one per call, so tests never share what they may write into it)."""
+    temporary folder (one per call, so tests never share what they may write into it). The
+    style is ``flat`` unless named: the engine and CLI tests need any labelled set, and the flat
+    one renders about 10x faster at 96 px; the data and demo tests ask for ``photo``."""
     from owp.data.synthetic import SynthConfig, generate_synthetic_dataset
 
     def make(**options: Any) -> Path:
         folder = tmp_path_factory.mktemp("synth")
-        generate_synthetic_dataset(folder, SynthConfig(**options))
+        generate_synthetic_dataset(folder, SynthConfig(**{"style": "flat", **options}))
         return folder
 
     return make

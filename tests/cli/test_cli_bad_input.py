@@ -35,7 +35,9 @@ def _tree(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("set")
-    generate_synthetic_dataset(folder, SynthConfig(num_train=4, num_val=4, image_size=64, seed=2))
+    generate_synthetic_dataset(
+        folder, SynthConfig(num_train=4, num_val=4, image_size=64, seed=2, style="flat")
+    )
     return folder
 
 

@@ -47,7 +47,9 @@ def _sets(*items: str) -> list[str]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("first-hour") / "data"
-    generate_synthetic_dataset(folder, SynthConfig(num_train=8, num_val=4, image_size=96, seed=5))
+    generate_synthetic_dataset(
+        folder, SynthConfig(num_train=8, num_val=4, image_size=96, seed=5, style="flat")
+    )
     return folder
 
 

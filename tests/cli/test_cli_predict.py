@@ -195,7 +195,9 @@ def synth_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("predict-synth")
     data = folder / "synth"
-    generate_synthetic_dataset(data, SynthConfig(num_train=2, num_val=3, image_size=96, seed=6))
+    generate_synthetic_dataset(
+        data, SynthConfig(num_train=2, num_val=3, image_size=96, seed=6, style="flat")
+    )
     categories = read_coco_json(data / "val.json")["categories"]
     split = resolve_split(data / "split.yaml", categories, data / "val.json")
     runs = {}

@@ -21,7 +21,9 @@ def _restore_owp_logger():
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     data = root / "data"
-    generate_synthetic_dataset(data, SynthConfig(num_train=8, num_val=4, image_size=96, seed=5))
+    generate_synthetic_dataset(
+        data, SynthConfig(num_train=8, num_val=4, image_size=96, seed=5, style="flat")
+    )
     run = root / "run"
     code = main(
         [

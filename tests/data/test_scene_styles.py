@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,18 @@ from owp.errors import OwpInputError
 # check below it pins every byte of the dataset.
 FLAT_MANIFESTS: tuple[tuple[SynthConfig, str], ...] = (
     (
-        SynthConfig(num_train=3, num_val=2, image_size=96, seed=5),
+        SynthConfig(num_train=3, num_val=2, image_size=96, seed=5, style="flat"),
         "0bc523f5ab0739efe1f08c41f3990d440f318dcb7797ef35e0c389cd060d82ce",
     ),
     (
         SynthConfig(
-            num_train=2, num_val=2, image_size=64, seed=1, image_format="png", max_objects=5
+            num_train=2,
+            num_val=2,
+            image_size=64,
+            seed=1,
+            image_format="png",
+            max_objects=5,
+            style="flat",
         ),
         "62bf3f92e8445a8aea65ef2a36318d289d3b8004cb0315ea03eadb1acf570995",
     ),
@@ -79,9 +87,10 @@ def test_photo_style_is_deterministic_and_seed_dependent(tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def photo_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """30 photo-style images at 640 px, COCO's image size, where the style has COCO's
-    absolute size mix."""
-    config = SynthConfig(num_train=15, num_val=15, image_size=640, seed=11, style="photo")
+    """30 images of the default config (photo style, 640 px: COCO's image size, where the style
+    has COCO's absolute size mix)."""
+    config = replace(SynthConfig(), num_train=15, num_val=15, seed=11)
+    assert (config.style, config.image_size) == ("photo", 640)
     return generate_synthetic_dataset(tmp_path_factory.mktemp("photo") / "set", config)
 
 
@@ -123,6 +132,14 @@ def test_photo_objects_per_image_and_annotated_flags(photo_set: Path) -> None:
         r["annotated"] for r in records if r["part"] == "val" and r["visible_fraction"] >= 0.25
     )
     assert not any(r["annotated"] for r in records if r["visible_fraction"] < 0.25)
+    # Train: novel objects are all in train.json (training drops them through the split); base
+    # objects are, except exactly the unannotated fraction (0.15) of the eligible ones.
+    style = STYLES["photo"]
+    eligible = [r for r in records if r["part"] == "train" and r["visible_fraction"] >= 0.25]
+    base = [r for r in eligible if r["family"] in style.base_families]
+    assert all(r["annotated"] for r in eligible if r["family"] in style.novel_families)
+    omitted = sum(not r["annotated"] for r in base)
+    assert omitted == math.floor(0.15 * len(base) + 0.5) > 0
 
 
 def test_photo_families_split_and_categories(photo_set: Path) -> None:
@@ -182,3 +199,12 @@ def test_cli_writes_the_photo_style(tmp_path: Path) -> None:
         ]
     )
     assert _load(tmp_path / "p" / "manifest.json")["config"]["style"] == "photo"
+
+
+def test_cli_style_flat_reproduces_the_pre_style_generator(tmp_path: Path) -> None:
+    """``owp data synth --style flat`` (the old tables used ``--size 320``) writes the old set."""
+    config, manifest_sha = FLAT_MANIFESTS[0]
+    options = ["--train", "3", "--val", "2", "--size", "96", "--seed", "5", "--style", "flat"]
+    main(["data", "synth", "--out", str(tmp_path / "flat"), *options])
+    assert (config.num_train, config.num_val, config.image_size, config.seed) == (3, 2, 96, 5)
+    assert _sha256(tmp_path / "flat" / "manifest.json") == manifest_sha

@@ -1,4 +1,5 @@
-"""Tests of the embedded synthetic open-world dataset generator."""
+"""Tests of the embedded synthetic open-world dataset generator, on its default (photo) style;
+tests/data/test_scene_styles.py pins the flat style and checks the photo style's statistics."""
 
 from __future__ import annotations
 
@@ -14,10 +15,8 @@ import yaml
 from PIL import Image
 from pycocotools.coco import COCO
 
+from owp.data.scenes import STYLES
 from owp.data.synthetic import (
-    BASE_FAMILIES,
-    NOVEL_FAMILIES,
-    SHAPE_FAMILIES,
     SynthConfig,
     generate_synthetic_dataset,
     is_synthetic_dataset,
@@ -25,6 +24,8 @@ from owp.data.synthetic import (
 from owp.errors import OwpInputError
 
 SMALL = SynthConfig(num_train=12, num_val=6, image_size=128)
+STYLE = STYLES[SMALL.style]
+BASE_FAMILIES, NOVEL_FAMILIES = STYLE.base_families, STYLE.novel_families
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -43,7 +44,7 @@ def _load(path: Path) -> Any:
 
 def _ids(families: tuple[str, ...]) -> set[int]:
     """Category ids of the given families."""
-    return {SHAPE_FAMILIES.index(family) + 1 for family in families}
+    return {STYLE.families.index(family) + 1 for family in families}
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +107,7 @@ def test_annotation_ids_globally_unique(small_dataset: Path) -> None:
 
 def test_families_and_split(small_dataset: Path) -> None:
     assert not set(BASE_FAMILIES) & set(NOVEL_FAMILIES)
-    assert SHAPE_FAMILIES == BASE_FAMILIES + NOVEL_FAMILIES
-    assert len(SHAPE_FAMILIES) >= 12
+    assert SMALL.style == "photo" and len(STYLE.families) >= 12
     split = yaml.safe_load((small_dataset / "split.yaml").read_text(encoding="utf-8"))
     assert split == {
         "name": "synthetic",
@@ -155,14 +155,17 @@ def test_non_exhaustive_train_and_exhaustive_val(tmp_path: Path) -> None:
     assert len(val) == sum(o["part"] == "val" and o["visible_fraction"] >= 0.25 for o in objects)
 
 
-def test_size_buckets_cover_base_and_novel(tmp_path: Path) -> None:
-    config = SynthConfig(num_train=50, num_val=10, image_size=320)
+def test_flat_size_buckets_cover_base_and_novel(tmp_path: Path) -> None:
+    # The flat style at 320 px (the old tables' set); photo's size mix: test_scene_styles.py.
+    config = SynthConfig(num_train=50, num_val=10, image_size=320, style="flat")
     root = generate_synthetic_dataset(tmp_path / "sizes", config)
     annotations = (
         _load(root / "train.json")["annotations"] + _load(root / "val.json")["annotations"]
     )
-    for families in (BASE_FAMILIES, NOVEL_FAMILIES):
-        areas = [a["area"] for a in annotations if a["category_id"] in _ids(families)]
+    flat = STYLES["flat"]
+    for families in (flat.base_families, flat.novel_families):
+        ids = {flat.families.index(family) + 1 for family in families}
+        areas = [a["area"] for a in annotations if a["category_id"] in ids]
         assert any(area < 32**2 for area in areas)
         assert any(area >= 96**2 for area in areas)
 

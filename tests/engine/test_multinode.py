@@ -73,7 +73,9 @@ def free_port() -> int:
 
 def test_two_nodes(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
-    generate_synthetic_dataset(data, SynthConfig(num_train=8, num_val=4, image_size=96, seed=5))
+    generate_synthetic_dataset(
+        data, SynthConfig(num_train=8, num_val=4, image_size=96, seed=5, style="flat")
+    )
     script = tmp_path / "node.py"
     script.write_text(SCRIPT)
     train_args = [

@@ -69,7 +69,9 @@ def runs(tmp_path_factory) -> dict[str, Any]:
     """The tiny data set, the script, and the uninterrupted run every case compares against."""
     folder = tmp_path_factory.mktemp("resume")
     data = folder / "synth"
-    generate_synthetic_dataset(data, SynthConfig(num_train=16, num_val=4, image_size=96, seed=3))
+    generate_synthetic_dataset(
+        data, SynthConfig(num_train=16, num_val=4, image_size=96, seed=3, style="flat")
+    )
     script = folder / "train.py"
     script.write_text(SCRIPT)
     straight = folder / "straight"

@@ -154,7 +154,9 @@ def test_resume_after_an_unreadable_batch_keeps_the_data_position(tmp_path):
     """A batch whose every image is unreadable is skipped; the checkpoint remembers how many
     loader batches were drawn, so a resumed run sees what the uninterrupted one saw."""
     folder = tmp_path / "set"
-    generate_synthetic_dataset(folder, SynthConfig(num_train=6, num_val=2, image_size=96, seed=5))
+    generate_synthetic_dataset(
+        folder, SynthConfig(num_train=6, num_val=2, image_size=96, seed=5, style="flat")
+    )
     for path in sorted((folder / "train").iterdir())[:3]:
         path.write_bytes(b"not an image")
     config = mini_config(folder, max_iters=6, checkpoint_period=3, batch_size=1)

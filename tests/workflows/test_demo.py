@@ -13,7 +13,7 @@ from owp.workflows.demo import DEMO_COLUMNS, run_demo
 
 @pytest.fixture(scope="module")
 def small_set(synthetic_set_factory):
-    return synthetic_set_factory(num_train=8, num_val=4, image_size=96, seed=7)
+    return synthetic_set_factory(num_train=8, num_val=4, image_size=96, seed=7, style="photo")
 
 
 def test_demo_pipeline_runs_and_is_deterministic(small_set, tmp_path, capsys):

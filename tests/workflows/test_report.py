@@ -46,7 +46,9 @@ def study(tmp_path_factory):
     """A study of two tiny runs on a tiny synthetic set: (data folder, study folder)."""
     root = tmp_path_factory.mktemp("report")
     data = root / "data"
-    generate_synthetic_dataset(data, SynthConfig(num_train=6, num_val=5, image_size=96, seed=2))
+    generate_synthetic_dataset(
+        data, SynthConfig(num_train=6, num_val=5, image_size=96, seed=2, style="flat")
+    )
     out = root / "study"
     sets = [arg for item in TINY for arg in ("--set", item)]
     code = owp(
@@ -137,7 +139,9 @@ def test_the_study_comparison_table_links_every_run(study, study_page):
 def test_report_on_other_data_evaluates_the_run_first(study, tmp_path):
     _, folder = study
     other = tmp_path / "other"
-    generate_synthetic_dataset(other, SynthConfig(num_train=1, num_val=3, image_size=96, seed=9))
+    generate_synthetic_dataset(
+        other, SynthConfig(num_train=1, num_val=3, image_size=96, seed=9, style="flat")
+    )
     out = tmp_path / "report"
     code = owp("report", str(folder / "runs" / "synth-centerness"), "--data", str(other),
                "--out", str(out), "--gallery", "1")  # fmt: skip

@@ -17,7 +17,12 @@ from owp.data.coco import (
     read_coco_json,
 )
 from owp.data.splits import resolve_split
-from owp.data.synthetic import SynthConfig, generate_synthetic_dataset, is_synthetic_dataset
+from owp.data.synthetic import (
+    MANIFEST,
+    SynthConfig,
+    generate_synthetic_dataset,
+    is_synthetic_dataset,
+)
 from owp.errors import OwpInputError
 
 SYNTHETIC = "synthetic"
@@ -29,11 +34,19 @@ def cache_dir() -> Path:
 
 
 def default_synthetic_dataset(progress: bool = True) -> Path:
-    """The default synthetic set, generated on first use and reused afterwards."""
+    """The default synthetic set (``SynthConfig()``), generated on first use and reused
+    afterwards while its manifest records that same config and this generator's version; a
+    folder written by another style, config or version is regenerated, never reused."""
     config = SynthConfig()
-    folder = cache_dir() / f"synthetic-{config.image_size}px-seed{config.seed}"
-    if not is_synthetic_dataset(folder):
-        print(f"generating the synthetic open-world dataset in {folder} (once)")
+    name = f"synthetic-{config.style}-{config.image_size}px-seed{config.seed}"
+    folder = cache_dir() / name
+    if not is_synthetic_dataset(folder, config):
+        why = (
+            "it holds another config or generator version: regenerating"
+            if (folder / MANIFEST).exists()
+            else "once"
+        )
+        print(f"generating the synthetic open-world dataset in {folder} ({why})")
         generate_synthetic_dataset(folder, config, force=True, progress=progress)
     return folder
 

@@ -43,13 +43,9 @@ from tqdm import tqdm
 
 from owp.data.scenes import STYLES, SceneStyle
 from owp.data.scenes.common import SceneObject
-from owp.data.scenes.flat import BASE_FAMILIES, NOVEL_FAMILIES, SHAPE_FAMILIES
 from owp.errors import OwpInputError
 
 __all__ = [
-    "BASE_FAMILIES",
-    "NOVEL_FAMILIES",
-    "SHAPE_FAMILIES",
     "STYLES",
     "SynthConfig",
     "generate_synthetic_dataset",
@@ -73,21 +69,22 @@ _PNG_COMPRESS_LEVEL = 6
 class SynthConfig:
     """Settings of the synthetic dataset; invalid values raise :class:`OwpInputError`.
 
-    ``style`` names the scene style (:data:`owp.data.scenes.STYLES`): ``"flat"``, the first
-    generator, reproduced byte for byte, or ``"photo"``, scenes built to behave like real photos
-    for proposal methods. ``max_objects`` left ``None`` becomes the style's default (8 flat,
-    15 photo).
+    ``style`` names the scene style (:data:`owp.data.scenes.STYLES`): ``"photo"`` (the
+    default), scenes built to behave like real photos for proposal methods, with COCO's size
+    mix at the default 640 px, or ``"flat"``, the first generator, reproduced byte for byte at
+    ``image_size=320`` (the old tables' set). ``max_objects`` left ``None`` becomes the style's
+    default (8 flat, 15 photo).
     """
 
     num_train: int = 800
     num_val: int = 200
-    image_size: int = 320
+    image_size: int = 640
     seed: int = 0
     min_objects: int = 2
     max_objects: int | None = None
     unannotated_base_fraction: float = 0.15
     image_format: str = "jpg"
-    style: str = "flat"
+    style: str = "photo"
 
     def __post_init__(self) -> None:
         if not isinstance(self.style, str) or self.style not in STYLES:
@@ -186,16 +183,20 @@ def generate_synthetic_dataset(
     return out
 
 
-def is_synthetic_dataset(path: str | Path) -> bool:
-    """True when path holds a complete dataset written by this generator.
+def is_synthetic_dataset(path: str | Path, config: SynthConfig | None = None) -> bool:
+    """True when path holds a complete dataset written by this generator (from ``config``,
+    when given).
 
-    The manifest must name this generator and version, the metadata files must match their
-    recorded sha256, and the image folders must hold exactly the listed images.
+    The manifest must name this generator and version (and record exactly ``config``: style,
+    size, seed, counts, ...), the metadata files must match their recorded sha256, and the image
+    folders must hold exactly the listed images.
     """
     root = Path(path)
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
         if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+            return False
+        if config is not None and manifest.get("config") != _manifest_config(config):
             return False
         files = manifest.get("files")
         if manifest.get("version") != FORMAT_VERSION or not isinstance(files, dict):

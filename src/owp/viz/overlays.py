@@ -1,4 +1,5 @@
-"""Proposal overlays: the top-k boxes drawn on the image, coloured by score, with a legend."""
+"""Proposal overlays: the top-k boxes drawn on the image, coloured by score, with a legend; and
+the ground truth beside the top proposals, novel objects found and missed marked (the demo's)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
+from torchvision.ops import box_iou
 from torchvision.utils import draw_bounding_boxes
 
 LEGEND_HEIGHT = 28
@@ -101,26 +103,121 @@ def _with_legend(picture: Image.Image, low: float, high: float, drawn: int, tota
     return canvas
 
 
-HIT_COLOUR, MISS_COLOUR, TRUTH_COLOUR = (40, 220, 60), (255, 150, 40), (255, 255, 255)
+PANEL_SIDE = 640
+"""The least pixels of a panel's longer side in :func:`hits_side_by_side`."""
+NOVEL_COLOUR, BASE_COLOUR = (255, 60, 200), (60, 140, 255)
+HIT_COLOUR, MISS_COLOUR, OTHER_COLOUR = (40, 220, 60), (255, 150, 40), (200, 200, 200)
 
 
-def hit_overlay(
-    image: Tensor, boxes: Tensor, hits: Tensor, ground_truth: Tensor, *, legend: str = ""
+def match_novel(boxes: Tensor, truth: Tensor, iou: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Which proposals find a novel object and which objects are found.
+
+    Args:
+        boxes: ``[K, 4]`` proposals, xyxy pixels; ``truth``: ``[M, 4]`` novel objects, xyxy.
+        iou: the least IoU of a hit.
+
+    Returns:
+        ``(hits [K] bool, found [M] bool)``: a proposal hits when its IoU with some object is at
+        least ``iou``; an object is found when some proposal hits it.
+    """
+    if not len(boxes) or not len(truth):
+        return torch.zeros(len(boxes), dtype=torch.bool), torch.zeros(len(truth), dtype=torch.bool)
+    close = box_iou(boxes.float(), truth.float()) >= iou
+    return close.any(dim=1), close.any(dim=0)
+
+
+def hits_side_by_side(
+    image: Tensor,
+    novel: Tensor,
+    base: Tensor,
+    boxes: Tensor,
+    *,
+    iou: float = 0.5,
+    panel_side: int = PANEL_SIDE,
 ) -> Image.Image:
-    """Proposals marked by whether they find an object: ``boxes`` ``[K, 4]`` xyxy drawn green
-    where ``hits`` ``[K]`` (bool) is set, orange elsewhere, over the ``ground_truth``
-    ``[M, 4]`` boxes in thin white; ``legend`` is written in a strip below."""
+    """The ground truth and the top proposals side by side, with a caption below.
+
+    Left: the image with the ``novel`` ``[M, 4]`` (magenta) and ``base`` ``[B, 4]`` (blue)
+    ground-truth boxes. Right: the proposals ``boxes`` ``[K, 4]`` (xyxy pixels, all drawn), green
+    where they find a novel object (IoU >= ``iou``, :func:`match_novel`), light grey elsewhere,
+    and the novel objects no proposal finds as dashed orange boxes. Each panel is scaled up so
+    that its longer side has at least ``panel_side`` pixels. ``image`` is ``[3, H, W]`` float in
+    0..1 or uint8. Returns an RGB PIL image ``2 * W' + gap`` wide.
+    """
     pixels = image if image.dtype == torch.uint8 else (image.clamp(0, 1) * 255).to(torch.uint8)
-    drawn = pixels.cpu()
-    if len(ground_truth):
-        drawn = draw_bounding_boxes(drawn, ground_truth.float().cpu(), colors=TRUTH_COLOUR, width=1)
-    order = hits.to(torch.int64).argsort(stable=True)  # hits drawn last, on top
-    if len(boxes):
-        colours = [HIT_COLOUR if bool(hits[i]) else MISS_COLOUR for i in order.tolist()]
-        drawn = draw_bounding_boxes(drawn, boxes[order].float().cpu(), colors=colours, width=2)
-    picture = Image.fromarray(drawn.permute(1, 2, 0).numpy())
-    width, height = picture.size
-    canvas = Image.new("RGB", (width, height + LEGEND_HEIGHT), (255, 255, 255))
-    canvas.paste(picture, (0, 0))
-    ImageDraw.Draw(canvas).text((4, height + 8), legend, fill=(0, 0, 0))
+    picture = Image.fromarray(pixels.cpu().permute(1, 2, 0).numpy())
+    scale = max(1.0, panel_side / max(picture.size))
+    size = (round(picture.width * scale), round(picture.height * scale))
+    picture = picture.resize(size, Image.Resampling.BILINEAR)
+    hits, found = match_novel(boxes, novel, iou)
+    left, right = picture.copy(), picture.copy()
+    draw = ImageDraw.Draw(left)
+    for box in base.tolist():
+        draw.rectangle(_scaled(box, scale), outline=BASE_COLOUR, width=3)
+    for box in novel.tolist():
+        draw.rectangle(_scaled(box, scale), outline=NOVEL_COLOUR, width=3)
+    draw = ImageDraw.Draw(right)
+    order = hits.to(torch.int64).argsort(stable=True).tolist()  # hits drawn last, on top
+    for index in order:
+        colour, width = (HIT_COLOUR, 3) if bool(hits[index]) else (OTHER_COLOUR, 2)
+        draw.rectangle(_scaled(boxes[index].tolist(), scale), outline=colour, width=width)
+    for box, seen in zip(novel.tolist(), found.tolist(), strict=True):
+        if not seen:
+            _dashed_rectangle(draw, _scaled(box, scale), MISS_COLOUR, width=3)
+    gap, strip = 8, 2 * LEGEND_HEIGHT
+    canvas = Image.new("RGB", (2 * size[0] + gap, size[1] + strip), (255, 255, 255))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (size[0] + gap, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(16)
+    caption = (
+        f"left: ground truth; right: {len(boxes)} proposals: {int(found.sum())} of "
+        f"{len(novel)} novel objects found at IoU >= {iou:g}"
+    )
+    draw.text((4, size[1] + 6), caption, fill=(0, 0, 0), font=font)
+    keys = (
+        ("novel truth", NOVEL_COLOUR),
+        ("base truth", BASE_COLOUR),
+        ("proposal finding a novel object", HIT_COLOUR),
+        ("other proposal", OTHER_COLOUR),
+        ("novel object missed (dashed)", MISS_COLOUR),
+    )
+    x, y = 4, size[1] + 6 + LEGEND_HEIGHT
+    for text, colour in keys:
+        draw.rectangle([x, y + 2, x + 12, y + 14], outline=colour, width=3)
+        draw.text((x + 18, y), text, fill=(0, 0, 0), font=font)
+        x += 18 + int(draw.textlength(text, font=font)) + 16
     return canvas
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at ``size`` px; its fixed small bitmap font before Pillow 10.1."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _scaled(box: list[float], scale: float) -> list[float]:
+    """An xyxy box in the scaled panel's pixels."""
+    return [value * scale for value in box]
+
+
+def _dashed_rectangle(
+    draw: ImageDraw.ImageDraw, box: list[float], colour: tuple[int, int, int], width: int
+) -> None:
+    """An xyxy rectangle outline of dashes 8 pixels long with gaps of 6."""
+    x0, y0, x1, y1 = box
+    for start, end in (
+        ((x0, y0), (x1, y0)),
+        ((x1, y0), (x1, y1)),
+        ((x1, y1), (x0, y1)),
+        ((x0, y1), (x0, y0)),
+    ):
+        length = max(abs(end[0] - start[0]), abs(end[1] - start[1]))
+        steps = max(1, int(length // 14) + 1)
+        for step in range(steps):
+            a, b = step * 14 / max(length, 1e-9), min(step * 14 + 8, length) / max(length, 1e-9)
+            point_a = (start[0] + (end[0] - start[0]) * a, start[1] + (end[1] - start[1]) * a)
+            point_b = (start[0] + (end[0] - start[0]) * b, start[1] + (end[1] - start[1]) * b)
+            draw.line([point_a, point_b], fill=colour, width=width)

@@ -12,7 +12,8 @@
    non-learned baselines: sliding windows, and Selective Search when
    OpenCV's contrib module is installed (``owp[baselines]``; computed once per val set and
    kept in the output folder). An overlay of the val image where the model's top proposals
-   find the most novel objects, hits in green, drawn from the evaluated proposals.
+   find the most novel objects, drawn from the evaluated proposals: its ground truth (novel and
+   base) beside its top proposals, novel hits green and missed novel objects dashed orange.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torchvision.ops import box_iou
 
 from owp.config import fit_schedule, load_preset
 from owp.data.coco import CocoDetection, read_coco_json
@@ -39,7 +39,7 @@ from owp.evaluation.tables import metrics_table
 from owp.files import write_json
 from owp.models.baselines import selective_search_available
 from owp.models.registry import create_model
-from owp.viz.overlays import hit_overlay
+from owp.viz.overlays import hits_side_by_side, match_novel
 
 DEMO_COLUMNS = ("method", "AR@10", "AR@100", "AR@1000", "AR_small@100", "AR_large@100")
 CALIBRATION_STEPS = 3
@@ -125,7 +125,10 @@ def run_demo(
         f"{baseline['num_gt']} novel objects ({done} training iterations{budget})"
     )
     print(metrics_table(rows, DEMO_COLUMNS, title=title))
-    print(f"overlay, top {OVERLAY_TOP_K} proposals (green: a novel object found): {overlay_path}")
+    print(
+        f"overlay, ground truth | top {OVERLAY_TOP_K} proposals (green: a novel object found, "
+        f"dashed orange: missed): {overlay_path}"
+    )
     print(f"run folder: {run_dir}   total time {(time.perf_counter() - start) / 60:.1f} min")
     return rows
 
@@ -177,13 +180,15 @@ def _seconds_per_iteration(trainer: Trainer) -> float:
 
 
 def _overlay(proposals: list[dict], images: Path, ann_file: Path, split, path: Path) -> Path:
-    """The val image whose top proposals hit the most novel objects, hits in green.
+    """The val image whose top proposals find the most novel objects: its ground truth beside
+    its top proposals, novel objects found and missed marked (:func:`hits_side_by_side`).
 
     ``proposals`` are the evaluation's results (COCO format, xywh): the overlay draws what was
     measured, without running the model again.
     """
     dataset = CocoDetection(images, ann_file, split, training=False)
-    novel = _novel_boxes(ann_file, set(dataset.split.novel_ids))
+    novel = _truth_boxes(ann_file, set(dataset.split.novel_ids))
+    base = _truth_boxes(ann_file, set(dataset.split.base_ids))
     top = _top_boxes(proposals, OVERLAY_TOP_K)
     best = None
     for index, info in enumerate(dataset.images):
@@ -191,16 +196,15 @@ def _overlay(proposals: list[dict], images: Path, ann_file: Path, split, path: P
         boxes = top.get(info["id"], torch.zeros(0, 4))
         if not len(truth):
             continue
-        found = int((box_iou(boxes, truth) >= HIT_IOU).any(dim=0).sum())
+        found = int(match_novel(boxes, truth, HIT_IOU)[1].sum())
         if best is None or found > best[0]:
-            best = (found, index, boxes, truth)
+            best = (found, index, info["id"], boxes, truth)
     if best is None:
         raise OwpInputError("the val set has no novel object to show", path=ann_file)
-    _, index, boxes, truth = best
+    _, index, image_id, boxes, truth = best
     image, _ = dataset[index]
-    hits = (box_iou(boxes, truth) >= HIT_IOU).any(dim=1)
-    legend = f"top {len(boxes)}: green finds a novel object (IoU >= {HIT_IOU}), white: novel truth"
-    picture = hit_overlay(image, boxes, hits, truth, legend=legend)
+    others = base.get(image_id, torch.zeros(0, 4))
+    picture = hits_side_by_side(image, truth, others, boxes, iou=HIT_IOU)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path)
     return path
@@ -220,11 +224,11 @@ def _top_boxes(results: list[dict], k: int) -> dict[int, torch.Tensor]:
     }
 
 
-def _novel_boxes(ann_file: Path, novel_ids: set[int]) -> dict[int, torch.Tensor]:
-    """Image id -> its novel, non-crowd ground-truth boxes ``[M, 4]`` xyxy."""
+def _truth_boxes(ann_file: Path, category_ids: set[int]) -> dict[int, torch.Tensor]:
+    """Image id -> its non-crowd ground-truth boxes of ``category_ids``, ``[M, 4]`` xyxy."""
     boxes: dict[int, list[list[float]]] = {}
     for ann in read_coco_json(ann_file)["annotations"]:
-        if ann["category_id"] in novel_ids and not ann.get("iscrowd", 0):
+        if ann["category_id"] in category_ids and not ann.get("iscrowd", 0):
             x, y, w, h = ann["bbox"]
             boxes.setdefault(ann["image_id"], []).append([x, y, x + w, y + h])
     return {image: torch.tensor(b, dtype=torch.float32) for image, b in boxes.items()}
