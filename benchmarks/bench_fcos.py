@@ -70,6 +70,29 @@ def owp_fcos(state: dict[str, Tensor], args: argparse.Namespace, **overrides: ob
     return bench.owp_fcos(state, args.depth, args.backbone, args.size, args.size, **overrides)
 
 
+def classifying_pair(args: argparse.Namespace) -> tuple[nn.Module, nn.Module]:
+    """torchvision's FCOS (``--depth``, ``--backbone``, ``--size``) with the class-logit bias at
+    ``--cls-bias`` and the box-regression bias at 1 stride (see the module docstring), and
+    FCOS-OWP classifying with the same work (91 classes, ``cls*centerness``, thresh 0.2, NMS
+    0.6, 1000 per level, 100 per image) on its weights."""
+    reference = torchvision_fcos(args.depth, args.backbone, args.size)
+    with torch.no_grad():
+        reference.head.classification_head.cls_logits.bias.fill_(args.cls_bias)
+        reference.head.regression_head.bbox_reg.bias.fill_(1.0)
+    classifier = owp_fcos(
+        reference.state_dict(),
+        args,
+        num_classes=NUM_CLASSES,
+        objectness=("centerness", "iou"),
+        scoring="cls*centerness",
+        score_thresh=0.2,
+        nms_thresh=0.6,
+        pre_nms_top_n=1000,
+        post_nms_top_n=100,
+    )
+    return reference, classifier
+
+
 def same_detections(first: list[dict[str, Tensor]], second: list[dict[str, Tensor]]) -> bool:
     """Equal labels and (to float tolerance) boxes and scores, image by image."""
     for a, b in zip(first, second, strict=True):
@@ -177,22 +200,8 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else (3 if on_cuda else 1)
 
     torch.manual_seed(args.seed)
-    reference = torchvision_fcos(args.depth, args.backbone, args.size)
-    with torch.no_grad():
-        reference.head.classification_head.cls_logits.bias.fill_(args.cls_bias)
-        reference.head.regression_head.bbox_reg.bias.fill_(1.0)
+    reference, classifier = classifying_pair(args)
     state = reference.state_dict()
-    classifier = owp_fcos(
-        state,
-        args,
-        num_classes=NUM_CLASSES,
-        objectness=("centerness", "iou"),
-        scoring="cls*centerness",
-        score_thresh=0.2,
-        nms_thresh=0.6,
-        pre_nms_top_n=1000,
-        post_nms_top_n=100,
-    )
     proposer = owp_fcos(
         state,
         args,

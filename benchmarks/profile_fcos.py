@@ -22,7 +22,7 @@ from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 import bench_fcos  # a sibling script: run as a script, benchmarks/ is on sys.path
-from owp.workflows.bench import NUM_CLASSES, predict, torchvision_fcos
+from owp.workflows.bench import predict
 
 PHASES = {
     "transform": "transform",
@@ -79,23 +79,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=4, help="profiled forwards per model")
     parser.add_argument("--top", type=int, default=25, help="ops listed")
     args = parser.parse_args()
-    setup = argparse.Namespace(size=args.size, depth=50, backbone="frozen")
+    setup = argparse.Namespace(size=args.size, depth=50, backbone="frozen", cls_bias=0.0)
     torch.manual_seed(0)
-    reference = torchvision_fcos(50, "frozen", args.size)
-    with torch.no_grad():
-        reference.head.classification_head.cls_logits.bias.fill_(0.0)
-        reference.head.regression_head.bbox_reg.bias.fill_(1.0)
-    owp = bench_fcos.owp_fcos(
-        reference.state_dict(),
-        setup,
-        num_classes=NUM_CLASSES,
-        objectness=("centerness", "iou"),
-        scoring="cls*centerness",
-        score_thresh=0.2,
-        nms_thresh=0.6,
-        pre_nms_top_n=1000,
-        post_nms_top_n=100,
-    )
+    reference, owp = bench_fcos.classifying_pair(setup)
     models = {"torchvision": reference.eval(), "owp": owp.eval()}
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(3, args.size, args.size, generator=generator) for _ in range(args.batch)]
