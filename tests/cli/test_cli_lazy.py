@@ -84,3 +84,14 @@ def test_the_public_api_still_resolves() -> None:
         assert "no_such_name" in str(err)
     else:
         raise AssertionError("owp.no_such_name did not raise AttributeError")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`owp presets | head -1`: the pipe closes before owp writes; no error line, status 0."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "owp", "presets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    child.stdout.close()  # the reader is gone before the first write
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 0
+    assert err.decode() == ""

@@ -70,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _close_progress_bars()
         print(f"owp: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`owp presets | head`): stop quietly, as Unix tools do; stdout is
+        # pointed at devnull so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:  # e.g. an output folder that cannot be created: one line, no traceback
         where = f"{err.filename}: " if err.filename else ""
         print(f"owp: error: {where}{err.strerror or err}", file=sys.stderr)
