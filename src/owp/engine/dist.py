@@ -138,13 +138,14 @@ def cleanup() -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` (this process's CUDA device when present, else CPU), ``cpu``, ``cuda[:i]``."""
+    """``auto`` (this process's CUDA device when present, else CPU), ``cpu``, ``cuda`` (this
+    process's GPU: ``LOCAL_RANK`` under ``torchrun``, else 0) or ``cuda:i``."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", get_local_rank())
-        return torch.device("cpu")
-    if name.split(":")[0] not in ("cpu", "cuda"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    elif name.split(":")[0] not in ("cpu", "cuda"):
         raise OwpInputError(f"unknown device {name!r}; use auto, cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    elif name.startswith("cuda") and not torch.cuda.is_available():
         raise OwpInputError("--device cuda asked for, but no CUDA device is available")
+    if name == "cuda":
+        return torch.device("cuda", get_local_rank())
     return torch.device(name)

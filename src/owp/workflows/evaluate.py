@@ -10,8 +10,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from owp.data.locate import locate, locate_split, run_data
 from owp.engine import dist
 from owp.engine.inference import (
@@ -128,8 +126,6 @@ def _ranks_joined(runtime: InferenceRuntime) -> Iterator[InferenceRuntime]:
     ``WORLD_SIZE`` > 1 (joined here, and left on exit, unless already joined)."""
     device = runtime.device
     device = dist.resolve_device(device) if isinstance(device, str) else device
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", dist.get_local_rank())
     joined = not dist.is_distributed() and dist.init_distributed(
         "nccl" if device.type == "cuda" else "gloo"
     )
