@@ -12,9 +12,9 @@ evaluation and data tools do not pay for importing torch and the models.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from owp.lazy import lazy_attributes
 from owp.version import __version__
 
 _EXPORTS: dict[str, str] = {
@@ -65,14 +65,4 @@ if TYPE_CHECKING:
     from owp.models import create_model, list_models, rpn_proposals
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'owp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_attributes("owp", _EXPORTS, globals())

@@ -8,8 +8,9 @@ build the whole model table.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from owp.lazy import lazy_attributes
 
 _EXPORTS: dict[str, str] = {
     "ProposalModel": "owp.models.contract",
@@ -54,14 +55,4 @@ if TYPE_CHECKING:
     from owp.models.two_stage.rpn import RPNConfig, RPNProposer, rpn_proposals
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'owp.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_attributes("owp.models", _EXPORTS, globals())
