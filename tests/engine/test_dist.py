@@ -12,6 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from owp.engine import dist
+from owp.errors import OwpInputError
 
 
 @pytest.fixture
@@ -125,3 +126,22 @@ def test_periodic_evaluation_runs_on_rank_zero_only(monkeypatch, tmp_path: Path)
     seen = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(2)]
     assert seen[0] == {"calls": 1, "metrics": {"AR@100": 0.5}}
     assert seen[1] == {"calls": 0, "metrics": {}}
+
+
+def test_cuda_means_this_processs_gpu_for_every_caller(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert dist.resolve_device("cuda") == torch.device("cuda", 3)
+    assert dist.resolve_device("auto") == torch.device("cuda", 3)
+    assert dist.resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert dist.resolve_device("cpu") == torch.device("cpu")
+    for bad in ("auto:1", "tpu", "cudax"):
+        with pytest.raises(OwpInputError, match="unknown device"):
+            dist.resolve_device(bad)
+
+
+def test_without_cuda_auto_is_the_cpu_and_cuda_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert dist.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(OwpInputError, match="no CUDA device"):
+        dist.resolve_device("cuda")
