@@ -11,7 +11,8 @@ reads any COCO-format folder (instances JSON + images) with the ``--split`` (def
 recall (%) of Selective Search fast (OpenCV contrib, images shrunk to 500 px, its own ranking)
 and of the multi-scale sliding-window grid, 1000 proposals per image, under the strict protocol
 (:func:`owp.evaluation.proposals.evaluate_proposals`), at AR@1, AR@10, AR@100 and AR@1000.
-Selective Search costs about a second per image on one core. These floors are what the
+Selective Search costs about a second per image on one core; ``--workers`` processes share the
+images (default: one per CPU; the proposals are the same for any number). These floors are what the
 ``photo`` style is calibrated on (docs/decisions.md); never calibrate it on a learned model.
 """
 
@@ -38,7 +39,9 @@ METHODS: tuple[tuple[str, str], ...] = (
 BUDGETS: tuple[int, ...] = (1, 10, 100, 1000)
 
 
-def floors(data: Path, split: str | Path) -> dict[str, dict[int, float]]:
+def floors(
+    data: Path, split: str | Path, workers: int | None = None
+) -> dict[str, dict[int, float]]:
     """AR@k (%) of every method on the val part of a dataset folder."""
     ann_file = find_annotation_file(data, "val")
     coco = read_coco_json(ann_file)
@@ -50,6 +53,7 @@ def floors(data: Path, split: str | Path) -> dict[str, dict[int, float]]:
             baseline_proposer(method, max(BUDGETS)),
             images_dir=images_dir if method == "selective-search" else None,
             progress=True,
+            workers=workers,
         )
         metrics: dict[str, Any] = evaluate_proposals(
             ann_file, results, split, protocol="strict", max_dets=BUDGETS
@@ -65,7 +69,7 @@ def synthetic_folder(args: argparse.Namespace) -> Path:
     )
     folder = args.work / f"{args.style}-{args.size}px-seed{args.seed}-val{args.val}"
     if not is_synthetic_dataset(folder):
-        generate_synthetic_dataset(folder, config, force=True, progress=True)
+        generate_synthetic_dataset(folder, config, force=True, progress=True, workers=args.workers)
     return folder
 
 
@@ -80,14 +84,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/owp-bench-floors"))
     parser.add_argument("--coco", type=Path, default=Path("/work/shared/data/coco-mini"))
     parser.add_argument("--split", default="coco-voc", help="split of the COCO-format folder")
+    parser.add_argument("--workers", type=int, help="processes (default: one per CPU)")
     args = parser.parse_args()
     columns: dict[str, dict[str, dict[int, float]]] = {}
     synthetic = synthetic_folder(args)
     columns[f"synthetic {args.style} ({args.val} val)"] = floors(
-        synthetic, synthetic / "split.yaml"
+        synthetic, synthetic / "split.yaml", args.workers
     )
     if args.coco.exists():
-        columns[f"{args.coco.name} ({args.split})"] = floors(args.coco, args.split)
+        columns[f"{args.coco.name} ({args.split})"] = floors(args.coco, args.split, args.workers)
     else:
         print(f"note: {args.coco} not found, real-image column skipped")
     names = list(columns)

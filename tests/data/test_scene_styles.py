@@ -20,6 +20,7 @@ from owp.data.scenes import STYLES
 from owp.data.scenes.parts import part_map
 from owp.data.synthetic import SynthConfig, generate_synthetic_dataset, is_synthetic_dataset
 from owp.errors import OwpInputError
+from owp.parallel import resolve_workers
 
 # sha256 of manifest.json written by the generator before scene styles existed (commit
 # f9408e6); the manifest lists the sha256 of every other file, so together with the per-file
@@ -83,6 +84,15 @@ def test_photo_style_is_deterministic_and_seed_dependent(tmp_path: Path) -> None
     manifest = _load(first / "manifest.json")
     assert manifest["config"]["style"] == "photo" and manifest["config"]["max_objects"] == 15
     assert is_synthetic_dataset(first)
+
+
+def test_any_number_of_worker_processes_writes_the_same_files(tmp_path: Path) -> None:
+    config = SynthConfig(num_train=24, num_val=8, image_size=64, seed=2, style="photo")
+    assert resolve_workers(2, config.num_train + config.num_val) == 2
+    serial = generate_synthetic_dataset(tmp_path / "one", config, workers=1)
+    pooled = generate_synthetic_dataset(tmp_path / "two", config, workers=2)
+    assert _hashes(pooled) == _hashes(serial)
+    assert len(_load(serial / "manifest.json")["files"]) == 32 + 4  # images, 2 json, objects, split
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from owp.cli import main
+from owp.engine.inference import baseline_proposer, propose_for_images
 from owp.errors import OwpInputError
 from owp.models import baselines
 from owp.models.baselines import (
@@ -20,6 +21,7 @@ from owp.models.baselines import (
     selective_search_available,
     selective_search_proposals,
 )
+from owp.parallel import MIN_ITEMS_PER_WORKER
 
 needs_contrib = pytest.mark.skipif(
     not selective_search_available(), reason="OpenCV's contrib module cv2.ximgproc is missing"
@@ -168,6 +170,21 @@ def test_cli_writes_selective_search_proposals(tmp_path, capsys):
     first = results[20]["bbox"]
     assert first == pytest.approx([direct[0], direct[1], direct[2] - direct[0],
                                    direct[3] - direct[1]])  # fmt: skip
+
+
+@needs_contrib
+def test_worker_processes_give_the_same_proposals(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    entries = []
+    for index in range(2 * MIN_ITEMS_PER_WORKER):
+        Image.fromarray(_scene(seed=index, width=64, height=48)).save(images / f"{index}.png")
+        entries.append({"id": index + 1, "file_name": f"{index}.png", "width": 64, "height": 48})
+    proposer = baseline_proposer("selective-search", 20)
+    serial = propose_for_images(entries, proposer, images_dir=images, workers=1)
+    pooled = propose_for_images(entries, proposer, images_dir=images, workers=2)
+    assert {r["image_id"] for r in serial} == set(range(1, 2 * MIN_ITEMS_PER_WORKER + 1))
+    assert pooled == serial
 
 
 def test_cli_without_contrib_fails_in_one_line(tmp_path, monkeypatch, capsys):

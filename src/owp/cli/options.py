@@ -24,6 +24,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_workers_argument(parser: argparse.ArgumentParser, work: str) -> None:
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        help=f"processes that {work} (default: one per CPU, fewer for small inputs); the "
+        "output is the same for any number",
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
 

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from owp.data.scenes import STYLES, SceneStyle
 from owp.data.scenes.common import SceneObject
 from owp.errors import OwpInputError
+from owp.parallel import ordered_map
 
 __all__ = [
     "STYLES",
@@ -144,8 +145,14 @@ def generate_synthetic_dataset(
     *,
     force: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ) -> Path:
-    """Write the dataset into out_dir and return out_dir as a Path."""
+    """Write the dataset into out_dir and return out_dir as a Path.
+
+    ``workers`` processes render the images (``None``: one per available CPU; small sets
+    render in this process, :func:`owp.parallel.resolve_workers`). Every image has its own
+    generator, so the files are the same for any number of workers.
+    """
     if not isinstance(config, SynthConfig):
         raise OwpInputError(f"config must be a SynthConfig, got {type(config).__name__}")
     style = STYLES[config.style]
@@ -154,14 +161,13 @@ def generate_synthetic_dataset(
     image_hashes: dict[str, str] = {}
     images: dict[str, list[dict[str, Any]]] = {part: [] for part in PARTS}
     objects: dict[str, list[tuple[int, SceneObject]]] = {part: [] for part in PARTS}
-    total = config.num_train + config.num_val
-    with tqdm(total=total, desc="synthetic dataset", unit="img", disable=not progress) as bar:
-        for part, image_id in _image_ids(config):
-            pixels, rendered = style.render(config, image_id)
-            name = f"{image_id:012d}.{config.image_format}"
-            data = _encode(pixels, config.image_format)
-            (out / part / name).write_bytes(data)
-            image_hashes[f"{part}/{name}"] = _sha256(data)
+    jobs = [(config, out, part, image_id) for part, image_id in _image_ids(config)]
+    with tqdm(total=len(jobs), desc="synthetic dataset", unit="img", disable=not progress) as bar:
+        rendered_images = ordered_map(_write_image, jobs, workers)
+        for (_, _, part, image_id), (name, digest, rendered) in zip(
+            jobs, rendered_images, strict=True
+        ):
+            image_hashes[f"{part}/{name}"] = digest
             size = config.image_size
             images[part].append({"id": image_id, "file_name": name, "width": size, "height": size})
             objects[part].extend((image_id, obj) for obj in rendered)
@@ -243,6 +249,17 @@ def _image_ids(config: SynthConfig) -> Iterator[tuple[str, int]]:
         yield "train", image_id
     for image_id in range(config.num_train + 1, config.num_train + config.num_val + 1):
         yield "val", image_id
+
+
+def _write_image(job: tuple[SynthConfig, Path, str, int]) -> tuple[str, str, list[SceneObject]]:
+    """Render, encode and write one image of ``(config, out, part, image_id)``; returns its
+    file name, the sha256 of its bytes and its visible objects (run in a worker process)."""
+    config, out, part, image_id = job
+    pixels, rendered = STYLES[config.style].render(config, image_id)
+    name = f"{image_id:012d}.{config.image_format}"
+    data = _encode(pixels, config.image_format)
+    (out / part / name).write_bytes(data)
+    return name, _sha256(data), rendered
 
 
 def _sha256(data: bytes) -> str:

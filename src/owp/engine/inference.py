@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from owp.models.baselines import (
     selective_search_proposals,
     sliding_window_proposals,
 )
+from owp.parallel import ordered_map
 
 Results = list[dict[str, Any]]
 SizeProposer = Callable[[int, int], dict[str, torch.Tensor]]
@@ -65,11 +67,11 @@ def baseline_proposer(
     the baselines of :data:`owp.models.baselines.PIXEL_BASELINES`, ``(RGB uint8 [H, W, 3]) ->
     output``; ``mode`` is Selective Search's (``fast`` or ``quality``)."""
     if method == "sliding-window":
-        return lambda w, h: sliding_window_proposals(w, h, num, seed=seed)
+        return partial(sliding_window_proposals, num=num, seed=seed)
     if method == "random":
-        return lambda w, h: random_proposals(w, h, num, seed=seed)
+        return partial(random_proposals, num=num, seed=seed)
     if method == "selective-search":
-        return lambda image: selective_search_proposals(image, num, mode=mode, seed=seed)
+        return partial(selective_search_proposals, num=num, mode=mode, seed=seed)
     raise ValueError(f"unknown baseline {method!r}")
 
 
@@ -79,18 +81,37 @@ def propose_for_images(
     *,
     images_dir: str | Path | None = None,
     progress: bool = False,
+    workers: int | None = 1,
 ) -> Results:
     """Run a proposer on every COCO ``images`` entry; results in COCO format. Without
     ``images_dir`` the proposer gets each image's ``(width, height)``, with it the decoded RGB
-    pixels of the entry's file there."""
+    pixels of the entry's file there, in ``workers`` processes (``None``: one per available
+    CPU, :func:`owp.parallel.resolve_workers`; more than one needs a proposer that pickles, as
+    those of :func:`baseline_proposer` do). The results do not depend on ``workers``."""
+    if images_dir is None:
+        jobs = [(proposer, None, info) for info in images]
+        workers = 1  # a box grid of a size costs less than starting a process
+    else:
+        jobs = [(proposer, image_path(images_dir, info), info) for info in images]
     results: Results = []
-    for info in tqdm(images, desc="proposing", unit="img", disable=not progress):
-        if images_dir is None:
-            output = proposer(int(info["width"]), int(info["height"]))
-        else:
-            output = proposer(read_rgb(image_path(images_dir, info)))
-        results.extend(to_coco_results(info["id"], output))
+    outputs = ordered_map(_propose_one, jobs, workers)
+    for output in tqdm(
+        outputs, total=len(jobs), desc="proposing", unit="img", disable=not progress
+    ):
+        results.extend(output)
     return results
+
+
+def _propose_one(
+    job: tuple[SizeProposer | PixelProposer, Path | None, Mapping[str, Any]],
+) -> Results:
+    """COCO results of one ``(proposer, image file or None, image entry)``."""
+    proposer, path, info = job
+    if path is None:
+        output = proposer(int(info["width"]), int(info["height"]))
+    else:
+        output = proposer(read_rgb(path))
+    return to_coco_results(info["id"], output)
 
 
 class UnreadableAsMessage(Dataset):

@@ -67,11 +67,13 @@ def propose_baseline(
     mode: str = "fast",
     images: Path | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Write ``num`` non-learned proposals per image of ``data`` (an instances JSON or the
     ``part`` file of a dataset folder) to ``out`` in COCO results format (see
-    :func:`owp.engine.inference.baseline_proposer` for ``method``, ``seed`` and ``mode``);
-    returns the results and the number of images."""
+    :func:`owp.engine.inference.baseline_proposer` for ``method``, ``seed`` and ``mode``, and
+    :func:`~owp.engine.inference.propose_for_images` for ``workers``); returns the results and
+    the number of images."""
     from owp.engine.inference import baseline_proposer, propose_for_images
     from owp.models.baselines import PIXEL_BASELINES, require_opencv_contrib
 
@@ -90,6 +92,7 @@ def propose_baseline(
         baseline_proposer(method, num, seed, mode),
         images_dir=images_dir,
         progress=progress,
+        workers=workers,
     )
     write_json(out, results, indent=None)
     return results, len(coco["images"])

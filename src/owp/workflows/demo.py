@@ -151,7 +151,9 @@ def _selective_search(coco: dict, ann_file: Path, images: Path, folder: Path) ->
         return json.loads(saved.read_text())
     print(f"Selective Search on the {len(coco['images'])} val images (once; kept in {folder})")
     proposer = baseline_proposer("selective-search", 1000, mode="fast")
-    results = propose_for_images(coco["images"], proposer, images_dir=images, progress=True)
+    results = propose_for_images(
+        coco["images"], proposer, images_dir=images, progress=True, workers=None
+    )
     write_json(saved, results, indent=None)
     write_json(key_file, key)
     return results

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from owp.cli.options import add_workers_argument
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     synth = commands.add_parser(
@@ -37,6 +39,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "tables used --style flat --size 320)",
     )
     synth.add_argument("--force", action="store_true", help="overwrite an existing dataset")
+    add_workers_argument(synth, "render the images")
     synth.set_defaults(handler=run)
 
 
@@ -52,7 +55,9 @@ def run(args: argparse.Namespace) -> None:
         image_format=args.format,
         style=args.style,
     )
-    out = generate_synthetic_dataset(args.out, config, force=args.force, progress=True)
+    out = generate_synthetic_dataset(
+        args.out, config, force=args.force, progress=True, workers=args.workers
+    )
     print(f"wrote {args.train} train + {args.val} val images to {out}")
     print(
         f"  train: {out / 'train.json'}\n  val:   {out / 'val.json'}\n  split: {out / 'split.yaml'}"

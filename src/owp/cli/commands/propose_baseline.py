@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from owp.cli.options import add_workers_argument
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     baseline = commands.add_parser(
@@ -46,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="random seed (random boxes, Selective Search's ranking)"
     )
     baseline.add_argument("--out", required=True, type=Path, help="proposals JSON to write")
+    add_workers_argument(baseline, "run Selective Search on the images")
     baseline.set_defaults(handler=run)
 
 
@@ -62,5 +65,6 @@ def run(args: argparse.Namespace) -> None:
         mode=args.mode,
         images=args.images,
         progress=True,
+        workers=args.workers,
     )
     print(f"wrote {len(results)} {args.method} proposals for {num_images} images to {args.out}")
