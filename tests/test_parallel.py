@@ -1,6 +1,8 @@
 """owp.parallel: how many processes run, results in input order, one-line refusals."""
 
 import operator
+import subprocess
+import sys
 from functools import partial
 
 import pytest
@@ -46,3 +48,17 @@ def test_an_error_in_a_worker_reaches_the_caller():
     items = [1] * (2 * MIN_ITEMS_PER_WORKER) + [0]
     with pytest.raises(ZeroDivisionError):
         list(ordered_map(partial(operator.truediv, 1), items, workers=2))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork is the start method on Linux only")
+def test_a_script_without_a_main_guard_read_from_stdin_can_use_workers():
+    script = (
+        "import operator\n"
+        "from owp.parallel import ordered_map\n"
+        "print(list(ordered_map(operator.neg, range(40), workers=2))[-3:])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[-37, -38, -39]"

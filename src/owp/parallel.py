@@ -2,16 +2,22 @@
 synthetic scenes, Selective Search).
 
 The standard library's :class:`concurrent.futures.ProcessPoolExecutor` does the work; this
-module only fixes the three choices every caller needs the same way: the ``spawn`` start method
-(a fork of a process whose torch or OpenMP threads are running can deadlock), results in input
-order (so that the output does not depend on the number of workers), and a serial path without
-any process when one worker suffices, which is also what small inputs get.
+module only fixes the choices every caller needs the same way:
+
+* results in input order, so that the output does not depend on the number of workers;
+* a serial path without any process when one worker suffices, which small inputs also get;
+* on Linux the ``fork`` start method, as torch's ``DataLoader`` uses, with torch limited to one
+  thread in each worker as the ``DataLoader`` does (a forked OpenMP pool must not be entered).
+  ``spawn`` would re-run the caller's script in every worker (a script without an
+  ``if __name__ == "__main__"`` guard, or one read from standard input, then fails); elsewhere
+  ``spawn`` is the only safe method and that rule applies.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -57,8 +63,18 @@ def ordered_map(
     if processes == 1:
         yield from map(function, items)
         return
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     chunk = max(1, min(8, len(items) // (4 * processes)))
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=processes, mp_context=context, initializer=_one_torch_thread
+    ) as pool:
         results: Iterable[Result] = pool.map(function, items, chunksize=chunk)
         yield from results
+
+
+def _one_torch_thread() -> None:
+    """Worker start: torch (if the parent had imported it) computes on one thread, as in a
+    ``DataLoader`` worker; the processes themselves are the parallelism."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
