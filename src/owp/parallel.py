@@ -27,8 +27,8 @@ from owp.errors import OwpInputError
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-# Items per worker below which starting processes (about a second each: a fresh interpreter
-# imports numpy and owp) costs more than it saves.
+# Items per worker below which starting the pool (forking, or with spawn a fresh interpreter
+# that imports numpy and owp, about a second) costs more than it saves.
 MIN_ITEMS_PER_WORKER = 16
 
 
