@@ -18,7 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
@@ -68,8 +68,7 @@ def ordered_map(
     with ProcessPoolExecutor(
         max_workers=processes, mp_context=context, initializer=_one_torch_thread
     ) as pool:
-        results: Iterable[Result] = pool.map(function, items, chunksize=chunk)
-        yield from results
+        yield from pool.map(function, items, chunksize=chunk)
 
 
 def _one_torch_thread() -> None:

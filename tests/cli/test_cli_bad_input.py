@@ -223,3 +223,17 @@ def test_a_wrong_builtin_split_is_refused_without_a_warning_before(small_set, tm
     for command, flag in (("eval-detections", "--detections"), ("eval-proposals", "--proposals")):
         status = main([command, "--gt", str(gt), flag, str(results), "--split", "lvis-v1"])
         _only_line(capsys, status, "finds only", "looks like COCO: use --split coco-voc")
+
+
+@pytest.mark.parametrize("command", [["data", "synth"], ["propose-baseline", "--data", "d"]])
+@pytest.mark.parametrize("workers", ["0", "-1", "abc"])
+def test_a_bad_worker_count_is_one_line(tmp_path, capsys, command, workers):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--out", str(tmp_path / "out"), f"--workers={workers}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"owp: error: argument --workers: must be a positive integer, got '{workers}'"
+    )
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
