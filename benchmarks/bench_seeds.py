@@ -3,7 +3,7 @@
 Run by hand::
 
     python benchmarks/bench_seeds.py --out runs/seeds [--presets P1,P2,...] [--seeds 0,1,2] \\
-        [--jobs 2] [--threads 1] [--report]
+        [--jobs 2] [--threads 1] [--report [--metrics FILE]]
 
 Every (preset, seed) is one ``owp train --preset P --out OUT/P-seedS --set train.seed=S --set
 data.num_workers=1`` in its own process with ``OMP_NUM_THREADS=--threads``, ``--jobs`` of them
@@ -12,7 +12,9 @@ initial weights, the image order and the flips; the dataset is the preset's own,
 every seed. One loader worker per job keeps the 2 cores for compute; the loader does not draw
 from the training generators, so it changes no result. A finished run (``eval/metrics.json``) is
 reused and an interrupted one resumed, so the script can be stopped and run again.
-``--report`` trains nothing and prints the table of what has finished.
+``--report`` trains nothing and prints the table of what has finished; ``--report --metrics
+FILE`` prints it from a saved ``{run folder name: metrics}`` file instead of run folders, e.g.
+``benchmarks/results/photo-seeds.json``, the metrics of every run on the results page.
 
 The table gives, per preset, the number of seeds, the mean and the spread (half the range,
 max − min over 2) of novel AR@10, AR@100, AR_small/medium/large@100 and base AP (%), and
@@ -88,12 +90,18 @@ def spread_cell(values: list[float]) -> str:
     return f"{mean:.1f} ± {(max(values) - min(values)) / 2:.1f}"
 
 
-def table(out: Path, presets: list[str], seeds: list[int]) -> list[str]:
-    """Markdown rows of the finished runs of ``presets`` × ``seeds`` in ``out``."""
+def table(
+    out: Path, presets: list[str], seeds: list[int], saved: dict[str, dict] | None = None
+) -> list[str]:
+    """Markdown rows of the finished runs of ``presets`` × ``seeds``: in ``out``, or in
+    ``saved`` (metrics keyed by run folder name) when given."""
     header = " | ".join(name for name, _ in COLUMNS)
     lines = [f"| preset | seeds | {header} | AR@100 per seed |", "|---" * (len(COLUMNS) + 3) + "|"]
     for preset in presets:
-        found = {s: metrics_of(run_dir(out, preset, s)) for s in seeds}
+        if saved is None:
+            found = {s: metrics_of(run_dir(out, preset, s)) for s in seeds}
+        else:
+            found = {s: saved.get(run_dir(out, preset, s).name) for s in seeds}
         found = {s: m for s, m in found.items() if m is not None}
         if not found:
             continue
@@ -109,22 +117,28 @@ def table(out: Path, presets: list[str], seeds: list[int]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder of the runs")
+    parser.add_argument("--out", type=Path, default=Path("runs/seeds"), help="folder of the runs")
     parser.add_argument("--presets", default=",".join(TABLE1), help="comma-separated presets")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated train.seed values")
     parser.add_argument("--jobs", type=int, default=2, help="training processes at a time")
     parser.add_argument("--threads", type=int, default=1, help="threads per training process")
     parser.add_argument("--report", action="store_true", help="print the table, train nothing")
+    parser.add_argument(
+        "--metrics", type=Path, help="with --report: read a saved {run name: metrics} JSON file"
+    )
     args = parser.parse_args()
     presets = [p for p in args.presets.split(",") if p]
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.metrics is not None and not args.report:
+        parser.error("--metrics reads saved results; it needs --report")
+    saved = json.loads(args.metrics.read_text()) if args.metrics is not None else None
     if not args.report:
         runs = [(preset, seed) for seed in seeds for preset in presets]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             jobs = [pool.submit(train, args.out, p, s, args.threads) for p, s in runs]
             for job in jobs:
                 print(job.result(), flush=True)
-    print("\n".join(table(args.out, presets, seeds)))
+    print("\n".join(table(args.out, presets, seeds, saved)))
 
 
 if __name__ == "__main__":
