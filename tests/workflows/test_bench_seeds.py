@@ -16,7 +16,9 @@ SCRIPT = ROOT / "benchmarks" / "bench_seeds.py"
 SAVED = ROOT / "benchmarks" / "results" / "photo-seeds.json"
 
 
-def load_script():
+@pytest.fixture(scope="module")
+def bench():
+    """The script, imported as a module (``benchmarks/`` is not a package)."""
     spec = importlib.util.spec_from_file_location("bench_seeds", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -34,8 +36,7 @@ def metrics(ar100: float, ap: float | str = "") -> dict:
     }
 
 
-def test_spread_cell_is_mean_and_half_range():
-    bench = load_script()
+def test_spread_cell_is_mean_and_half_range(bench):
     # (3.8 + 4.6 + 4.4) / 3 = 4.27, (4.6 - 3.8) / 2 = 0.4
     assert bench.spread_cell([3.8, 4.6, 4.4]) == "4.3 ± 0.4"
     assert bench.spread_cell([6.0, 7.0]) == "6.5 ± 0.5"
@@ -43,8 +44,7 @@ def test_spread_cell_is_mean_and_half_range():
     assert bench.spread_cell([]) == ""
 
 
-def test_table_from_run_folders_equals_table_from_saved_file(tmp_path):
-    bench = load_script()
+def test_table_from_run_folders_equals_table_from_saved_file(bench, tmp_path):
     runs = {("a", 0): metrics(0.04, 0.001), ("a", 2): metrics(0.08, 0.003), ("b", 1): metrics(0.06)}
     saved = {}
     for (preset, seed), values in runs.items():
@@ -73,9 +73,7 @@ def test_metrics_without_report_is_refused_in_one_line():
     assert last_line.endswith("--metrics reads saved results; it needs --report")
 
 
-@pytest.mark.skipif(not SAVED.is_file(), reason="no committed photo-seeds.json")
-def test_committed_results_cover_table1_on_three_seeds():
-    bench = load_script()
+def test_committed_results_cover_table1_on_three_seeds(bench):
     saved = json.loads(SAVED.read_text())
     rows = bench.table(Path("runs/seeds"), list(bench.TABLE1), [0, 1, 2], saved)
     assert [row.split(" | ")[1] for row in rows[2:]] == ["0,1,2"] * len(bench.TABLE1)
