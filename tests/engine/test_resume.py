@@ -97,8 +97,10 @@ def test_an_interrupt_inside_a_step_then_resume_equals_the_uninterrupted_run(run
     code = _run(runs["script"], mode, run_dir, at_step, runs["data"])
     assert code != 0, f"{mode} at step {at_step} did not stop the run"
     saved = load_checkpoint(run_dir / "last.pt")["step"] if (run_dir / "last.pt").exists() else 0
-    # Ctrl-C lets the step it hit complete and saves it; kill -9 leaves the last periodic one.
-    expected = at_step if mode == "sigint" else at_step // CHECKPOINT_PERIOD * CHECKPOINT_PERIOD
+    # Ctrl-C lets the step it hit complete and saves it; kill -9 inside step `at_step` leaves
+    # the last periodic checkpoint of the at_step - 1 steps that completed.
+    completed = at_step - 1
+    expected = at_step if mode == "sigint" else completed // CHECKPOINT_PERIOD * CHECKPOINT_PERIOD
     assert saved == expected, f"{mode} at step {at_step}"
     # Killed before the first checkpoint, the run starts again (metrics.csv rows dropped).
     _run(runs["script"], "resume" if saved else "straight", run_dir, 0, runs["data"])
